@@ -1,0 +1,162 @@
+"""``bootstrapperd``: check a cluster description, serve a bsroot, or run the demo lab."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from . import __version__, logs
+from .bsroot import Bsroot
+from .daemon import StartupError, resolve_listen, run
+from .model import ConfigError, load_cluster_file
+from .model.holder import ModelHolder
+from .sdnotify import Notifier
+from .summary import render_summary
+
+log = logging.getLogger("bootstrapperd")
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # bad cluster description, or the daemon could not start
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"BOOTSTRAPPERD_{name}", default)
+
+
+def _ipv4(text: str) -> IPv4Address:
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bootstrapperd",
+        description="DHCP, TFTP, DNS and HTTP for a bare-metal Kubernetes cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate a cluster description and summarise it")
+    check.add_argument("file", type=Path, help="cluster-desc.yml")
+    check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a bsroot",
+        description="Serve the cluster described in BSROOT/config/cluster-desc.yml. Every "
+        "option has a BOOTSTRAPPERD_<NAME> environment equivalent (e.g. BOOTSTRAPPERD_BSROOT).",
+    )
+    serve.add_argument("--bsroot", type=Path, default=_env("BSROOT"),
+                       help="the bsroot directory (env BOOTSTRAPPERD_BSROOT)")  # fmt: skip
+    serve.add_argument("--interface", default=_env("INTERFACE"),
+                       help="serve on this interface (default: the one holding the bootstrapper "
+                       "address; env BOOTSTRAPPERD_INTERFACE)")  # fmt: skip
+    serve.add_argument("--address", type=_ipv4, default=_env("ADDRESS"),
+                       help="IPv4 address to bind (default: the bootstrapper address; "
+                       "env BOOTSTRAPPERD_ADDRESS)")  # fmt: skip
+    serve.add_argument("--http-port", type=_port, default=_env("HTTP_PORT"),
+                       help="HTTP port (default: http_port from the model, else 80; "
+                       "env BOOTSTRAPPERD_HTTP_PORT)")  # fmt: skip
+    serve.add_argument("--grace-period", type=_seconds, default=_env("GRACE_PERIOD", "3"),
+                       help="seconds to let transfers finish on shutdown (default 3; "
+                       "env BOOTSTRAPPERD_GRACE_PERIOD)")  # fmt: skip
+    _add_log_options(serve)
+
+    demo = sub.add_parser("demo", help="check and serve the bundled example in a network lab")
+    demo.add_argument("--hold", action="store_true",
+                      help="keep serving until Ctrl-C instead of stopping after the tour")  # fmt: skip
+    demo.add_argument("--example", type=Path, default=None,
+                      help="cluster description to use (default: the bundled example)")  # fmt: skip
+    _add_log_options(demo)
+    return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=logs.LOG_FORMATS,
+                        default=_env("LOG_FORMAT", "text"),
+                        help="text or json lines (env BOOTSTRAPPERD_LOG_FORMAT)")  # fmt: skip
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=_env("LOG_LEVEL", "info"),
+                        help="env BOOTSTRAPPERD_LOG_LEVEL")  # fmt: skip
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        model = load_cluster_file(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} error(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        if exc.warnings:
+            print(f"and {len(exc.warnings)} warning(s):", file=sys.stderr)
+            for warning in exc.warnings:
+                print(f"  {warning}", file=sys.stderr)
+        return EXIT_INVALID
+    if not args.quiet:
+        print(f"{args.file}: OK")
+        print(render_summary(model))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_format, args.log_level)
+    if args.bsroot is None:
+        log.error("no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT")
+        return EXIT_INVALID
+    path = Bsroot(args.bsroot).cluster_desc
+    try:
+        holder = ModelHolder.load(path)
+    except ConfigError as exc:
+        log.error("cannot load the cluster description", extra={"fields": {"file": str(path)}})
+        for problem in exc.problems:
+            log.error("  %s", problem)
+        return EXIT_INVALID
+    for warning in holder.model.warnings:
+        log.warning("%s", warning)
+    try:
+        listen = resolve_listen(holder.model, args.interface, args.address, args.http_port)
+        return asyncio.run(run(holder, listen, args.grace_period, Notifier()))
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_INVALID
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    logs.configure(args.log_format, args.log_level)
+    return run_demo(example=args.example, hold=args.hold)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"check": cmd_check, "serve": cmd_serve, "demo": cmd_demo}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

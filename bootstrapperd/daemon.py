@@ -1,0 +1,175 @@
+"""The daemon's lifecycle: validate, bind everything (fail fast), serve, reload, stop gracefully.
+
+Order, as uvicorn's server does it: everything that can be checked is checked before the first
+socket is bound; every listener is bound before readiness is announced; SIGHUP swaps the model;
+SIGTERM/SIGINT stop accepting, let requests in flight finish up to the grace period, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from aiohttp import web
+
+from . import netif
+from .http import create_app
+from .model import ClusterModel
+from .model.holder import ModelHolder
+from .sdnotify import Notifier
+
+log = logging.getLogger("bootstrapperd")
+http_log = logging.getLogger("bootstrapperd.http")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    interface: str
+    address: IPv4Address
+    http_port: int
+
+
+def resolve_listen(
+    model: ClusterModel,
+    interface: str | None,
+    address: IPv4Address | None,
+    http_port: int | None,
+) -> Listen:
+    """Where to serve. By default: the interface that holds the model's ``bootstrapper`` address."""
+    port = http_port if http_port is not None else model.http_port
+    if interface is not None and not netif.interface_exists(interface):
+        raise StartupError(f"interface {interface!r} does not exist on this machine")
+    if address is not None:
+        holder = netif.interface_holding(address)
+        if holder is None:
+            raise StartupError(f"address {address} is not assigned to any interface here")
+        if interface is not None and holder != interface:
+            raise StartupError(f"address {address} is on interface {holder}, not {interface}")
+        return Listen(holder, address, port)
+    if interface is not None:
+        addresses = netif.addresses_of(interface)
+        if not addresses:
+            raise StartupError(f"interface {interface!r} has no IPv4 address")
+        for candidate in addresses:
+            if candidate.ip == model.bootstrapper:
+                return Listen(interface, model.bootstrapper, port)
+        chosen = addresses[0].ip
+        log.warning(
+            "the bootstrapper address is not on the interface; serving on its first address",
+            extra={"fields": {"bootstrapper": model.bootstrapper, "interface": interface,
+                              "address": chosen}},
+        )  # fmt: skip
+        return Listen(interface, chosen, port)
+    holder = netif.interface_holding(model.bootstrapper)
+    if holder is None:
+        raise StartupError(
+            f"no interface holds the bootstrapper address {model.bootstrapper} "
+            f"(from {model.source}); assign it to the cluster-facing interface, "
+            "or pass --interface / --address"
+        )
+    return Listen(holder, model.bootstrapper, port)
+
+
+class Daemon:
+    """Owns the listeners. Protocol services plug in here as they are built."""
+
+    def __init__(self, holder: ModelHolder, listen: Listen, grace_period: float) -> None:
+        self.holder = holder
+        self.listen = listen
+        self.grace_period = grace_period
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            create_app(self.holder),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.grace_period,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, str(self.listen.address), self.listen.http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"http: cannot listen on {self.listen.address}:{self.listen.http_port}: "
+                f"{_explain(exc)}"
+            ) from None
+        self._runner = runner
+        http_log.info(
+            "listening",
+            extra={"fields": {"service": "http", "interface": self.listen.interface,
+                              "address": self.listen.address, "port": self.listen.http_port}},
+        )  # fmt: skip
+        self.holder.subscribe(self._on_reload)
+
+    def _on_reload(self, old: ClusterModel, new: ClusterModel) -> None:
+        if new.bootstrapper != old.bootstrapper or new.http_port != old.http_port:
+            log.warning(
+                "the bootstrapper address or http_port changed; listeners keep their sockets "
+                "until restart",
+                extra={"fields": {"address": self.listen.address, "port": self.listen.http_port}},
+            )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _explain(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another server is running on this port)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    return exc.strerror or str(exc)
+
+
+async def run(holder: ModelHolder, listen: Listen, grace_period: float, notifier: Notifier) -> int:
+    """Serve until SIGTERM/SIGINT. Raises StartupError before anything is served."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    daemon = Daemon(holder, listen, grace_period)
+    await daemon.start()
+
+    def reload() -> None:
+        notifier.reloading()
+        log.info("SIGHUP: reloading", extra={"fields": {"file": str(holder.path)}})
+        holder.reload()
+        notifier.ready(_status(holder))
+
+    def stop(signame: str) -> None:
+        if not stopping.is_set():
+            log.info("%s: shutting down", signame, extra={"fields": {"grace": grace_period}})
+        stopping.set()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    try:
+        notifier.ready(_status(holder))
+        log.info("ready", extra={"fields": {"nodes": len(holder.model.nodes),
+                                            "file": str(holder.path)}})  # fmt: skip
+        await stopping.wait()
+        notifier.stopping()
+    finally:
+        await daemon.stop()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return 0
+
+
+def _status(holder: ModelHolder) -> str:
+    return f"serving {len(holder.model.nodes)} nodes (model generation {holder.generation})"

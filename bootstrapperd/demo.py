@@ -1,0 +1,141 @@
+"""``bootstrapperd demo``: check the bundled example, then serve it inside a private network lab.
+
+The lab is two network namespaces joined by a veth pair: the bootstrapper side holds the
+example's ``bootstrapper`` address, the machine side a spare address of the same subnet. The
+tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → ``/healthz`` from the
+machine side → reload with SIGHUP → a broken reload that is refused → SIGTERM. Everything is
+removed at the end, or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import IO
+
+from .model import ClusterModel, ConfigError, load_cluster_file
+from .netlab import LabError, Namespace, NetLab, unavailable_reason, wait_for_http
+from .pack import init_bsroot
+from .resources import example_cluster
+from .summary import render_summary
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _spare_address(model: ClusterModel) -> IPv4Address:
+    """An address for the machine side: in the subnet, not the pool, not reserved, not a node's."""
+    taken = {model.bootstrapper, *model.routers, *model.static_addresses}
+    for host in reversed(list(model.network.hosts())):
+        if host not in taken and host not in model.pool:
+            return host
+    raise LabError(f"no spare address left in {model.network} for the demo's client side")
+
+
+def _relay(stream: IO[bytes], prefix: str) -> threading.Thread:
+    def pump() -> None:
+        for raw in iter(stream.readline, b""):
+            say(f"{prefix}{raw.decode(errors='replace').rstrip()}")
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def _model_health(ns: Namespace, url: str) -> dict[str, object]:
+    """The ``model`` part of /healthz, fetched from inside ``ns``."""
+    health = json.loads(wait_for_http(ns, url))
+    model: dict[str, object] = health["model"]
+    return model
+
+
+def run_demo(example: Path | None = None, hold: bool = False) -> int:
+    reason = unavailable_reason()
+    if reason is not None:
+        say(f"bootstrapperd demo: cannot build the network lab: {reason}")
+        return 1
+    source = example or example_cluster()
+    say(f"== bootstrapperd check {source}")
+    try:
+        model = load_cluster_file(source)
+    except ConfigError as exc:
+        say(str(exc))
+        return 1
+    say(render_summary(model))
+    workdir = Path(tempfile.mkdtemp(prefix="bootstrapperd-demo-"))
+    bsroot = init_bsroot(source, workdir / "bsroot")
+    say(f"\n== bootstrapperd-pack wrote {bsroot.root}")
+    prefix = model.network.prefixlen
+    client_ip = _spare_address(model)
+    interrupted = False
+    try:
+        with NetLab() as lab:
+            srv = lab.namespace("srv")
+            cli = lab.namespace("cli")
+            lab.veth(srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}",
+                     f"{client_ip}/{prefix}")  # fmt: skip
+            say(f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} "
+                f"(node0 {client_ip})")  # fmt: skip
+            argv = [sys.executable, "-m", "bootstrapperd", "serve", "--bsroot", str(bsroot.root)]
+            say(f"== {srv.name}$ bootstrapperd serve --bsroot {bsroot.root}")
+            daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert daemon.stdout is not None
+            relay = _relay(daemon.stdout, "   daemon | ")
+            url = f"http://{model.bootstrapper}:{model.http_port}/healthz"
+            say(f"== {cli.name}$ curl {url}\n{wait_for_http(cli, url)}")
+            if hold:
+                say("\nserving; press Ctrl-C to stop and tear the lab down")
+                signal.pause()
+            _tour_reload(bsroot.cluster_desc, daemon, cli, url)
+            started = time.monotonic()
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=10)
+            relay.join(timeout=2)
+            say(f"== SIGTERM: the daemon exited {code} after {time.monotonic() - started:.2f} s")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("\ninterrupted; the lab has been torn down")
+    except (LabError, subprocess.TimeoutExpired) as exc:
+        say(f"bootstrapperd demo failed: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if interrupted:
+        return 130
+    say("== done: namespaces, processes and the scratch bsroot are gone")
+    return 0 if code == 0 else 1
+
+
+def _tour_reload(desc: Path, daemon: subprocess.Popen[bytes], cli: Namespace, url: str) -> None:
+    original = desc.read_text()
+    desc.write_text(original + '  - mac: "52:54:00:77:00:99"\n    cur_host_name: "worker9"\n')
+    daemon.send_signal(signal.SIGHUP)
+    model = _wait_generation(cli, url, 2)
+    say(f"== added worker9 to cluster-desc.yml, SIGHUP: generation {model['generation']}, "
+        f"{model['nodes']} nodes")  # fmt: skip
+    desc.write_text(original + "  - mac: 52:54:00:zz\n")
+    daemon.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    kept = _model_health(cli, url)
+    say(f"== broke cluster-desc.yml (bad MAC), SIGHUP: refused, still generation "
+        f"{kept['generation']}, {kept['nodes']} nodes")  # fmt: skip
+
+
+def _wait_generation(cli: Namespace, url: str, generation: int) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while True:
+        model = _model_health(cli, url)
+        if model["generation"] == generation:
+            return model
+        if time.monotonic() > deadline:
+            raise LabError(f"the daemon did not reach model generation {generation}")
+        time.sleep(0.1)

@@ -1,0 +1,36 @@
+"""The cluster model: one immutable, validated view of cluster-desc.yml."""
+
+from .errors import ConfigError, Problem, Severity
+from .fields import canonical_mac, format_seconds, hostname_from_mac
+from .load import load_cluster_file, load_cluster_text
+from .types import (
+    AddressPool,
+    ApiserverSANs,
+    ClusterModel,
+    DHCPConfig,
+    DHCPMode,
+    Node,
+    OSConfig,
+    Role,
+    UnknownMachines,
+)
+
+__all__ = [
+    "AddressPool",
+    "ApiserverSANs",
+    "ClusterModel",
+    "ConfigError",
+    "DHCPConfig",
+    "DHCPMode",
+    "Node",
+    "OSConfig",
+    "Problem",
+    "Role",
+    "Severity",
+    "UnknownMachines",
+    "canonical_mac",
+    "format_seconds",
+    "hostname_from_mac",
+    "load_cluster_file",
+    "load_cluster_text",
+]

@@ -1,0 +1,38 @@
+"""Problems found in a cluster description, and the error that carries them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding, named by key path (``nodes[3].mac``) and source line."""
+
+    severity: Severity
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line is not None else ""
+        prefix = f"{self.path}: " if self.path else ""
+        return f"{prefix}{self.message}{where}"
+
+
+class ConfigError(Exception):
+    """A cluster description that cannot be loaded; carries every error found, not only the first."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = [p for p in problems if p.severity is Severity.ERROR]
+        self.warnings = [p for p in problems if p.severity is Severity.WARNING]
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {count} error{'s' if count != 1 else ''}\n{lines}")

@@ -1,0 +1,568 @@
+"""parse → normalise → validate → freeze: cluster-desc.yml into one ClusterModel.
+
+Reads Sextant's format unchanged (every key its Go code and scripts read, YAML 1.1 y/n booleans,
+``ingress_label`` and ``ingresslabel``, ``ssh_authorized_keys`` as a block that is itself a
+YAML list) plus bootstrapperd's own keys (per-node ``ip``, ``os``, ``dhcp``, ``http_port``).
+Every error is collected, each with its key path and line; warnings never stop a load.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path as FilePath
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, Problem, Severity
+from .fields import (
+    canonical_mac,
+    hostname_from_mac,
+    is_dns_label,
+    is_domain_name,
+    parse_lease,
+)
+from .reader import Reader, type_name
+from .types import (
+    AddressPool,
+    CephConfig,
+    ClusterModel,
+    DHCPConfig,
+    DHCPMode,
+    Node,
+    OSConfig,
+    PackSettings,
+    UnknownMachines,
+    UpdatePolicy,
+)
+from .yamlsrc import Path, YAMLSyntaxError, load_with_lines
+
+# Documented defaults (README "Cluster description"): used when an older description omits a key.
+DEFAULT_DOMAIN = "k8s.internal"
+DEFAULT_DOCKERDOMAIN = "bootstrapper"
+DEFAULT_SERVICE_RANGE = "10.100.0.0/24"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_FLANNEL_BACKEND = "host-gw"
+DEFAULT_LEASE_SECONDS = 3600  # dnsmasq's own default when a dhcp-range gives none
+DEFAULT_HTTP_PORT = 80
+
+FLANNEL_BACKENDS = ("host-gw", "udp", "vxlan")
+OS_NAMES = ("flatcar", "coreos")
+CHANNELS = ("stable", "beta", "alpha", "lts", "edge")
+REBOOT_STRATEGIES = ("etcd-lock", "reboot", "best-effort", "off")
+
+NODE_KEYS = (
+    "mac", "cur_host_name", "ip", "kube_master", "etcd_member", "ceph_monitor",
+    "ingress_label", "ingresslabel", "flannel_iface",
+)  # fmt: skip
+TOP_KEYS = (
+    "bootstrapper", "subnet", "netmask", "broadcast", "iplow", "iphigh", "routers",
+    "nameservers", "upstreamnameservers", "domainname", "dockerdomain",
+    "k8s_service_cluster_ip_range", "k8s_cluster_dns", "k8s_cluster_domain",
+    "flannel_backend", "ingress_hostnetwork", "coreos_channel", "coreos_version", "os_name",
+    "kube_master_ip", "kube_master_dns", "set_ntp", "lease", "start_pxe",
+    "ssh_authorized_keys", "coreos", "ceph", "images", "nodes",
+    "centos_version", "mirror_site", "download_kernel", "set_gpu", "gpu_drivers_version",
+    "set_yum_repo", "os", "dhcp", "http_port",
+)  # fmt: skip
+# Keys Sextant read that bootstrapperd has no use for: accepted, with a warning saying so.
+IGNORED_KEYS = {"nginx_root_dir": "bootstrapperd serves HTTP itself; nginx_root_dir is not used"}
+
+_SSH_KEY = re.compile(
+    r"^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r"\s+[A-Za-z0-9+/]+=*(\s.*)?$"
+)
+_VERSION = re.compile(r"^\d+(\.\d+)*$")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+
+def load_cluster_file(path: str | FilePath) -> ClusterModel:
+    """Load and validate a cluster description file. Raises ConfigError listing every error."""
+    file = FilePath(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [Problem(Severity.ERROR, "", f"cannot read: {exc}")]) from None
+    return load_cluster_text(text, source=str(file))
+
+
+def load_cluster_text(text: str, source: str = "<cluster-desc>") -> ClusterModel:
+    try:
+        data, smap = load_with_lines(text)
+    except YAMLSyntaxError as exc:
+        raise ConfigError(source, [Problem(Severity.ERROR, "", exc.message, exc.line)]) from None
+    reader = Reader(smap)
+    for dup_path, first, again in smap.duplicates:
+        reader.warn(dup_path, f"given twice (lines {first} and {again}); the later one is used")
+    if not isinstance(data, dict):
+        reader.error((), f"expected a mapping of keys at the top, got {type_name(data)}")
+        raise ConfigError(source, reader.problems)
+    model = _build(data, reader, source)
+    if model is None or reader.failed:
+        raise ConfigError(source, reader.problems)
+    return model
+
+
+def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
+    r.unknown_keys(data, (), (*TOP_KEYS, *IGNORED_KEYS))
+    for key, why in IGNORED_KEYS.items():
+        if key in data:
+            r.warn((key,), why)
+
+    # ---- the network ---------------------------------------------------------------------------
+    bootstrapper = r.ipv4(data, (), "bootstrapper")
+    if "bootstrapper" not in data or data["bootstrapper"] is None:
+        r.error(("bootstrapper",), "required key is missing (the bootstrapper's IPv4 address)")
+    network = _network(data, r)
+    broadcast = _broadcast(data, r, network)
+    routers = r.ipv4_list(data, (), "routers")
+    if routers is None:
+        routers = []
+        r.warn(("routers",), "not set; DHCP clients will get no default gateway")
+    nameservers = r.ipv4_list(data, (), "nameservers")
+    if nameservers is None:
+        nameservers = [bootstrapper] if bootstrapper is not None else []
+        r.warn(("nameservers",), "not set; using the bootstrapper, which serves the cluster's DNS")
+    upstream = r.ipv4_list(data, (), "upstreamnameservers") or []
+
+    domain = _domain(data, r)
+    dockerdomain = r.string(data, (), "dockerdomain")
+    if dockerdomain is None:
+        dockerdomain = DEFAULT_DOCKERDOMAIN
+        r.warn(("dockerdomain",), f"not set; using {DEFAULT_DOCKERDOMAIN!r} (the registry's name)")
+    elif not is_domain_name(dockerdomain.lower()):
+        r.error(("dockerdomain",), f"{dockerdomain!r} is not a valid DNS name")
+
+    if network is not None:
+        if bootstrapper is not None and bootstrapper not in network:
+            r.warn(
+                ("bootstrapper",),
+                f"{bootstrapper} is outside subnet {network}; machines can reach DHCP only "
+                "through a relay",
+            )
+        for i, router in enumerate(routers):
+            if router not in network:
+                r.error(_item_path(data, "routers", i), f"{router} is outside subnet {network}")
+
+    pool = _pool(data, r, network, broadcast)
+
+    # ---- Kubernetes ----------------------------------------------------------------------------
+    service_range = r.network(data, (), "k8s_service_cluster_ip_range")
+    if service_range is None:
+        service_range = IPv4Network(DEFAULT_SERVICE_RANGE)
+        if "k8s_service_cluster_ip_range" not in data:
+            r.warn(("k8s_service_cluster_ip_range",), f"not set; using {DEFAULT_SERVICE_RANGE}")
+    cluster_dns = r.ipv4(data, (), "k8s_cluster_dns")
+    if cluster_dns is None:
+        cluster_dns = service_range.network_address + 10
+        if "k8s_cluster_dns" not in data:
+            r.warn(("k8s_cluster_dns",), f"not set; using {cluster_dns}")
+    elif cluster_dns not in service_range:
+        r.warn(("k8s_cluster_dns",), f"{cluster_dns} is outside {service_range}")
+    cluster_domain = r.string(data, (), "k8s_cluster_domain", DEFAULT_CLUSTER_DOMAIN)
+    assert cluster_domain is not None
+    if not is_domain_name(cluster_domain):
+        r.error(("k8s_cluster_domain",), f"{cluster_domain!r} is not a valid DNS name")
+    if "flannel_backend" not in data:
+        r.warn(("flannel_backend",), f"not set; using {DEFAULT_FLANNEL_BACKEND!r}")
+    flannel_backend = r.choice(data, (), "flannel_backend", FLANNEL_BACKENDS, DEFAULT_FLANNEL_BACKEND)
+    kube_master_ip = _string_list(data, r, "kube_master_ip")
+    for i, entry in enumerate(kube_master_ip):
+        try:
+            IPv4Address(entry)
+        except ValueError:
+            r.warn(_item_path(data, "kube_master_ip", i), f"{entry!r} is not an IPv4 address")
+    kube_master_dns = _string_list(data, r, "kube_master_dns")
+
+    # ---- DHCP, OS, HTTP --------------------------------------------------------------------------
+    lease_seconds = _lease(data, r)
+    dhcp = _dhcp(data, r)
+    os_config = _os(data, r)
+    http_port = r.integer(data, (), "http_port", DEFAULT_HTTP_PORT, 1, 65535)
+
+    # ---- nodes -----------------------------------------------------------------------------------
+    nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
+
+    images = _images(data, r)
+    keys = _ssh_keys(data, r)
+    coreos = r.mapping(data, (), "coreos")
+    r.unknown_keys(coreos, ("coreos",), ("reboot_strategy", "start_time", "time_length"))
+    strategy = r.choice(coreos, ("coreos",), "reboot_strategy", REBOOT_STRATEGIES, "etcd-lock")
+    update_policy = UpdatePolicy(
+        reboot_strategy=strategy,
+        start_time=r.string(coreos, ("coreos",), "start_time", "03:00") or "03:00",
+        time_length=r.string(coreos, ("coreos",), "time_length", "3h") or "3h",
+    )
+    ceph = r.mapping(data, (), "ceph")
+    r.unknown_keys(ceph, ("ceph",), ("zap_and_start_osd", "osd_journal_size"))
+    ceph_config = CephConfig(
+        zap_and_start_osd=r.boolean(ceph, ("ceph",), "zap_and_start_osd", False),
+        osd_journal_size=r.integer(ceph, ("ceph",), "osd_journal_size", 5000, 1, 10**9),
+    )
+    pack = PackSettings(
+        os_name=r.string(data, (), "os_name"),
+        centos_version=r.string(data, (), "centos_version"),
+        mirror_site=r.string(data, (), "mirror_site"),
+        download_kernel=r.boolean(data, (), "download_kernel", False),
+        set_gpu=r.boolean(data, (), "set_gpu", False),
+        gpu_drivers_version=r.string(data, (), "gpu_drivers_version"),
+        set_yum_repo=r.string(data, (), "set_yum_repo"),
+    )
+    if pack.os_name is not None and pack.os_name.lower() not in ("coreos", "flatcar") and "os" not in data:
+        r.warn(
+            ("os_name",),
+            f"{pack.os_name!r}: bootstrapperd installs Flatcar Container Linux (or CoreOS); "
+            f"nodes get {os_config.name} (set an `os` block to choose)",
+        )
+    set_ntp = r.boolean(data, (), "set_ntp", False)
+    ingress_hostnetwork = r.boolean(data, (), "ingress_hostnetwork", False)
+
+    if r.failed or bootstrapper is None or network is None or broadcast is None:
+        return None
+    _cross_check(r, data, nodes, bootstrapper, routers, pool, network)
+    if r.failed:
+        return None
+    return ClusterModel(
+        source=source,
+        bootstrapper=bootstrapper,
+        network=network,
+        broadcast=broadcast,
+        pool=pool,
+        routers=tuple(routers),
+        nameservers=tuple(nameservers),
+        upstream_nameservers=tuple(upstream),
+        domain=domain,
+        dockerdomain=dockerdomain.lower(),
+        service_cluster_ip_range=service_range,
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        flannel_backend=flannel_backend,
+        ingress_hostnetwork=ingress_hostnetwork,
+        kube_master_ip=tuple(kube_master_ip),
+        kube_master_dns=tuple(kube_master_dns),
+        set_ntp=set_ntp,
+        lease_seconds=lease_seconds,
+        dhcp=dhcp,
+        os=os_config,
+        http_port=http_port,
+        ssh_authorized_keys=tuple(keys),
+        update_policy=update_policy,
+        ceph=ceph_config,
+        images=MappingProxyType(dict(images)),
+        pack=pack,
+        nodes=tuple(nodes),
+        warnings=tuple(p for p in r.problems if p.severity is Severity.WARNING),
+        _by_mac=MappingProxyType({n.mac: n for n in nodes}),
+    )
+
+
+def _item_path(data: dict[str, Any], key: str, index: int) -> Path:
+    return (key, index) if isinstance(data.get(key), list) else (key,)
+
+
+def _network(data: dict[str, Any], r: Reader) -> IPv4Network | None:
+    subnet = r.ipv4(data, (), "subnet")
+    for key in ("subnet", "netmask"):
+        if data.get(key) is None:
+            r.error((key,), "required key is missing")
+    raw_mask = data.get("netmask")
+    if subnet is None or raw_mask is None:
+        return None
+    mask = str(raw_mask).strip().lstrip("/")
+    try:
+        network = IPv4Network(f"{subnet}/{mask}", strict=False)
+    except ValueError:
+        r.error(("netmask",), f"{raw_mask!r} is not a netmask (like 255.255.255.0)")
+        return None
+    if network.network_address != subnet:
+        r.warn(("subnet",), f"{subnet} has host bits set for netmask {mask}; using {network}")
+    return network
+
+
+def _broadcast(data: dict[str, Any], r: Reader, network: IPv4Network | None) -> IPv4Address | None:
+    given = r.ipv4(data, (), "broadcast")
+    if network is None:
+        return given
+    if given is not None and given != network.broadcast_address:
+        r.warn(("broadcast",), f"{given} is not {network}'s broadcast address; using it anyway")
+        return given
+    return network.broadcast_address
+
+
+def _pool(
+    data: dict[str, Any], r: Reader, network: IPv4Network | None, broadcast: IPv4Address | None
+) -> AddressPool:
+    low = r.ipv4(data, (), "iplow")
+    high = r.ipv4(data, (), "iphigh")
+    if data.get("iplow") is None or data.get("iphigh") is None:
+        if data.get("iplow") is not None or data.get("iphigh") is not None:
+            missing = "iphigh" if data.get("iphigh") is None else "iplow"
+            r.error((missing,), "required when the other end of the pool is given")
+        else:
+            r.warn(("iplow",), "no address pool (iplow/iphigh); only static `ip` nodes get addresses")
+        return AddressPool(None, None)
+    if low is None or high is None:
+        return AddressPool(None, None)
+    if low > high:
+        r.error(("iphigh",), f"iplow {low} is above iphigh {high}")
+    if network is not None:
+        for key, address in (("iplow", low), ("iphigh", high)):
+            if address not in network:
+                r.error((key,), f"{address} is outside subnet {network}")
+            elif address in (network.network_address, broadcast):
+                r.error((key,), f"{address} is the subnet's network or broadcast address")
+    return AddressPool(low, high)
+
+
+def _domain(data: dict[str, Any], r: Reader) -> str:
+    domain = r.string(data, (), "domainname")
+    if domain is None:
+        r.warn(("domainname",), f"not set; using {DEFAULT_DOMAIN!r}")
+        return DEFAULT_DOMAIN
+    domain = domain.strip().rstrip(".").lower()
+    if not is_domain_name(domain):
+        r.error(("domainname",), f"{domain!r} is not a valid DNS domain name")
+    return domain
+
+
+def _lease(data: dict[str, Any], r: Reader) -> int | None:
+    if data.get("lease") is None:
+        return DEFAULT_LEASE_SECONDS
+    ok, seconds = parse_lease(data["lease"])
+    if not ok:
+        r.error(("lease",), f"{data['lease']!r} is not a lease time (infinite, 24h, 30m, 3600)")
+        return DEFAULT_LEASE_SECONDS
+    if seconds is not None and seconds < 120:
+        r.warn(("lease",), f"{seconds} s is very short; clients will renew constantly")
+    return seconds
+
+
+def _dhcp(data: dict[str, Any], r: Reader) -> DHCPConfig:
+    block = r.mapping(data, (), "dhcp")
+    r.unknown_keys(block, ("dhcp",), ("mode", "unknown_machines"))
+    start_pxe = r.boolean(data, (), "start_pxe", True)
+    default_mode = DHCPMode.FULL.value if start_pxe else DHCPMode.OFF.value
+    mode = r.choice(block, ("dhcp",), "mode", [m.value for m in DHCPMode], default_mode)
+    if not start_pxe and "mode" in block and mode != DHCPMode.OFF.value:
+        r.warn(("start_pxe",), f"start_pxe is off but dhcp.mode is {mode!r}; dhcp.mode wins")
+    unknown = r.choice(
+        block, ("dhcp",), "unknown_machines", [u.value for u in UnknownMachines], "allow"
+    )
+    return DHCPConfig(DHCPMode(mode), UnknownMachines(unknown))
+
+
+def _os(data: dict[str, Any], r: Reader) -> OSConfig:
+    block = r.mapping(data, (), "os")
+    r.unknown_keys(block, ("os",), ("name", "channel", "version", "mirror"))
+    name = r.choice(block, ("os",), "name", OS_NAMES, "flatcar")
+    if "channel" in block:
+        channel = r.string(block, ("os",), "channel", "stable") or "stable"
+        channel_path: Path = ("os", "channel")
+    else:
+        channel = r.string(data, (), "coreos_channel", "stable") or "stable"
+        channel_path = ("coreos_channel",)
+    channel = channel.strip().lower()
+    if channel not in CHANNELS:
+        r.warn(channel_path, f"{channel!r} is not a known release channel ({', '.join(CHANNELS)})")
+    if "version" in block:
+        version = r.string(block, ("os",), "version", "current") or "current"
+        version_path: Path = ("os", "version")
+    else:
+        version = r.string(data, (), "coreos_version", "current") or "current"
+        version_path = ("coreos_version",)
+    version = version.strip()
+    if version != "current" and not _VERSION.match(version):
+        r.error(version_path, f"{version!r} is not a release version (like 3815.2.0) or 'current'")
+    mirror = r.string(block, ("os",), "mirror")
+    if mirror is not None and not re.match(r"^(https?|file)://", mirror):
+        r.error(("os", "mirror"), f"{mirror!r} is not an http(s):// or file:// URL")
+    return OSConfig(name=name, channel=channel, version=version, mirror=mirror)
+
+
+def _string_list(data: dict[str, Any], r: Reader, key: str) -> list[str]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [str(value)]
+    if not isinstance(value, list):
+        r.error((key,), f"expected a list of strings, got {type_name(value)}")
+        return []
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, (str, int, float)) and not isinstance(item, bool):
+            out.append(str(item))
+        else:
+            r.error((key, i), f"expected a string, got {type_name(item)}")
+    return out
+
+
+def _images(data: dict[str, Any], r: Reader) -> dict[str, str]:
+    if "images" not in data:
+        r.warn(("images",), "not set; no container images will be packed or served")
+    block = r.mapping(data, (), "images")
+    images = {}
+    for name, ref in block.items():
+        if not isinstance(ref, str) or not ref.strip():
+            r.error(("images", name), f"expected an image reference, got {type_name(ref)}")
+            continue
+        if not _IMAGE_REF.match(ref.strip()):
+            r.warn(("images", name), f"{ref!r} does not look like an image reference")
+        images[name] = ref.strip()
+    return images
+
+
+def _ssh_keys(data: dict[str, Any], r: Reader) -> list[str]:
+    """Sextant wrote the keys as a YAML block (``|1+``) whose text is itself a YAML list."""
+    value = data.get("ssh_authorized_keys")
+    path: Path = ("ssh_authorized_keys",)
+    if isinstance(value, str):
+        try:
+            inner = yaml.safe_load(value)
+        except yaml.YAMLError:
+            inner = [line for line in value.splitlines() if line.strip()]
+        value = inner
+    if value is None or value == []:
+        r.warn(path, "no SSH keys; nobody will be able to log in to the nodes")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        r.error(path, f"expected a list of SSH public keys, got {type_name(value)}")
+        return []
+    keys = []
+    for i, key in enumerate(value):
+        if not isinstance(key, str):
+            r.error(path, f"item {i + 1}: expected an SSH public key, got {type_name(key)}")
+            continue
+        key = key.strip()
+        if not _SSH_KEY.match(key):
+            r.warn(path, f"item {i + 1} ({key[:30]!r}) does not look like an SSH public key")
+        keys.append(key)
+    return keys
+
+
+def _nodes(
+    data: dict[str, Any],
+    r: Reader,
+    domain: str,
+    network: IPv4Network | None,
+    broadcast: IPv4Address | None,
+    bootstrapper: IPv4Address | None,
+    routers: list[IPv4Address],
+) -> list[Node]:
+    if data.get("nodes") is None:
+        r.error(("nodes",), "required key is missing (the cluster's machines)")
+        return []
+    nodes = []
+    for i, raw in enumerate(r.list(data, (), "nodes")):
+        path: Path = ("nodes", i)
+        if not isinstance(raw, dict):
+            r.error(path, f"expected a mapping with at least `mac`, got {type_name(raw)}")
+            continue
+        r.unknown_keys(raw, path, NODE_KEYS)
+        mac_raw = raw.get("mac")
+        mac = canonical_mac(mac_raw) if isinstance(mac_raw, str) else None
+        if mac_raw is None:
+            r.error((*path, "mac"), "required key is missing")
+        elif mac is None:
+            r.error((*path, "mac"), f"{mac_raw!r} is not a MAC address")
+        hostname = _hostname(raw, r, path, mac)
+        ip = r.ipv4(raw, path, "ip")
+        if ip is not None and network is not None:
+            if ip not in network:
+                r.error((*path, "ip"), f"{ip} is outside subnet {network}")
+            elif ip in (network.network_address, broadcast):
+                r.error((*path, "ip"), f"{ip} is the subnet's network or broadcast address")
+            elif ip == bootstrapper:
+                r.error((*path, "ip"), f"{ip} is the bootstrapper's own address")
+            elif ip in routers:
+                r.error((*path, "ip"), f"{ip} is a router's address")
+        ingress = r.boolean(raw, path, "ingress_label", False)
+        if "ingresslabel" in raw:
+            alias = r.boolean(raw, path, "ingresslabel", False)
+            if "ingress_label" in raw and alias != ingress:
+                r.warn((*path, "ingresslabel"), "disagrees with ingress_label; ingress_label wins")
+            else:
+                ingress = alias
+        iface = r.string(raw, path, "flannel_iface")
+        nodes.append(
+            Node(
+                index=i,
+                mac=mac or "",
+                hostname=hostname or "",
+                fqdn=f"{hostname}.{domain}" if hostname else "",
+                kube_master=r.boolean(raw, path, "kube_master", False),
+                etcd_member=r.boolean(raw, path, "etcd_member", False),
+                ceph_monitor=r.boolean(raw, path, "ceph_monitor", False),
+                ingress_label=ingress,
+                flannel_iface=iface.strip() if iface and iface.strip() else None,
+                ip=ip,
+            )
+        )
+    return nodes
+
+
+def _hostname(raw: dict[str, Any], r: Reader, path: Path, mac: str | None) -> str | None:
+    given = r.string(raw, path, "cur_host_name")
+    if given is None or not given.strip():
+        return hostname_from_mac(mac) if mac else None
+    name = given.strip()
+    if name.lower() != name:
+        r.warn((*path, "cur_host_name"), f"{name!r} has capitals; DNS names are used in lowercase")
+        name = name.lower()
+    if not is_dns_label(name):
+        r.error(
+            (*path, "cur_host_name"),
+            f"{given!r} is not a valid hostname (letters, digits and dashes, one label)",
+        )
+    return name
+
+
+def _cross_check(
+    r: Reader,
+    data: dict[str, Any],
+    nodes: list[Node],
+    bootstrapper: IPv4Address,
+    routers: list[IPv4Address],
+    pool: AddressPool,
+    network: IPv4Network,
+) -> None:
+    seen_mac: dict[str, int] = {}
+    seen_host: dict[str, int] = {}
+    seen_ip: dict[IPv4Address, int] = {}
+    for node in nodes:
+        path: Path = ("nodes", node.index)
+        if node.mac in seen_mac:
+            r.error((*path, "mac"), f"{node.mac} is also nodes[{seen_mac[node.mac]}]'s MAC")
+        seen_mac.setdefault(node.mac, node.index)
+        if node.hostname in seen_host:
+            r.error(
+                (*path, "cur_host_name") if "cur_host_name" in data["nodes"][node.index] else path,
+                f"hostname {node.hostname!r} is also nodes[{seen_host[node.hostname]}]'s",
+            )
+        seen_host.setdefault(node.hostname, node.index)
+        if node.ip is not None:
+            if node.ip in seen_ip:
+                r.error((*path, "ip"), f"{node.ip} is also nodes[{seen_ip[node.ip]}]'s address")
+            seen_ip.setdefault(node.ip, node.index)
+    if nodes and not any(n.kube_master for n in nodes):
+        r.error(("nodes",), "no node has kube_master: y; the cluster needs a Kubernetes master")
+    members = sum(1 for n in nodes if n.etcd_member)
+    if nodes and members == 0:
+        r.error(("nodes",), "no node has etcd_member: y; the cluster needs etcd")
+    elif members % 2 == 0 and members > 0:
+        r.warn(
+            ("nodes",),
+            f"{members} etcd members: an even count tolerates no more failures than "
+            f"{members - 1} and risks split votes; use an odd number",
+        )
+    for key, address in (("bootstrapper", bootstrapper), *(("routers", a) for a in routers)):
+        if address in pool:
+            r.warn((key,), f"{address} lies inside the pool; it will never be handed out")
+    if pool.size and pool.size < len([n for n in nodes if n.ip is None]):
+        r.warn(("iplow",), f"the pool has {pool.size} addresses for more nodes than that")
+    if bootstrapper in (network.network_address, network.broadcast_address):
+        r.error(("bootstrapper",), f"{bootstrapper} is the subnet's network or broadcast address")

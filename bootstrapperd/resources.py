@@ -1,0 +1,17 @@
+"""Where the shipped data (``config/``: templates, examples, schema) lives at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def config_dir() -> Path:
+    """``bootstrapperd/_config`` in an installed wheel; the repository's ``config/`` otherwise."""
+    packaged = Path(__file__).resolve().parent / "_config"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+def example_cluster() -> Path:
+    return config_dir() / "examples" / "cluster-desc.yml"
