@@ -1,0 +1,48 @@
+"""Shared fixtures. Tests that need root, namespaces or a tool skip with the reason; under
+``BOOTSTRAPPERD_TEST_STRICT=1`` (set by .ci/run) a missing prerequisite fails instead, so CI
+can never pass by skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bootstrapperd.netlab import NetLab, unavailable_reason
+from bootstrapperd.pack import init_bsroot
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "examples" / "cluster-desc.yml"
+SEXTANT_FIXTURES = sorted((REPO / "tests" / "fixtures" / "sextant").iterdir())
+SHARED_SEXTANT = REPO.parent / "shared" / "sextant"
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip (or, in strict mode, fail) when a prerequisite is missing."""
+    if ok:
+        return
+    if os.environ.get("BOOTSTRAPPERD_TEST_STRICT") == "1":
+        pytest.fail(f"prerequisite missing in strict mode: {reason}")
+    pytest.skip(reason)
+
+
+def need_tools(*tools: str) -> None:
+    for tool in tools:
+        need(shutil.which(tool) is not None, f"`{tool}` is not installed")
+
+
+@pytest.fixture
+def netlab() -> Iterator[NetLab]:
+    reason = unavailable_reason()
+    need(reason is None, reason or "")
+    with NetLab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def bsroot(tmp_path: Path) -> Path:
+    """A bsroot laid out by pack for the bundled example cluster."""
+    return init_bsroot(EXAMPLE, tmp_path / "bsroot").root

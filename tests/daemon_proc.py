@@ -1,0 +1,31 @@
+"""Start ``bootstrapperd serve`` as a user would (the console entry point) inside a namespace."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bootstrapperd.netlab import Namespace
+
+
+def bootstrapperd_command() -> list[str]:
+    """The installed console script beside this interpreter, as a user would run it."""
+    script = Path(sys.executable).parent / "bootstrapperd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bootstrapperd"]
+
+
+class DaemonProcess:
+    def __init__(self, ns: Namespace, bsroot: Path, *args: str,
+                 env: dict[str, str] | None = None, log: Path | None = None) -> None:  # fmt: skip
+        self.log_path = log or (bsroot.parent / f"daemon-{ns.name}.log")
+        argv = [*bootstrapperd_command(), "serve", "--bsroot", str(bsroot), *args]
+        with self.log_path.open("wb") as log_file:  # the child keeps its own descriptor
+            self.proc = ns.spawn(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
