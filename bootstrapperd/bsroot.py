@@ -42,9 +42,13 @@ class Bsroot:
 
     def directories(self) -> tuple[Path, ...]:
         return (
-            self.cluster_desc.parent, self.tftpboot, self.html_static, self.images, self.tls,
+            self.cluster_desc.parent,
+            self.tftpboot,
+            self.html_static,
+            self.images,
+            self.tls,
             self.state,
-        )  # fmt: skip
+        )
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:

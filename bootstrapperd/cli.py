@@ -70,38 +70,68 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the cluster described in BSROOT/config/cluster-desc.yml. Every "
         "option has a BOOTSTRAPPERD_<NAME> environment equivalent (e.g. BOOTSTRAPPERD_BSROOT).",
     )
-    serve.add_argument("--bsroot", type=Path, default=_env("BSROOT"),
-                       help="the bsroot directory (env BOOTSTRAPPERD_BSROOT)")  # fmt: skip
-    serve.add_argument("--interface", default=_env("INTERFACE"),
-                       help="serve on this interface (default: the one holding the bootstrapper "
-                       "address; env BOOTSTRAPPERD_INTERFACE)")  # fmt: skip
-    serve.add_argument("--address", type=_ipv4, default=_env("ADDRESS"),
-                       help="IPv4 address to bind (default: the bootstrapper address; "
-                       "env BOOTSTRAPPERD_ADDRESS)")  # fmt: skip
-    serve.add_argument("--http-port", type=_port, default=_env("HTTP_PORT"),
-                       help="HTTP port (default: http_port from the model, else 80; "
-                       "env BOOTSTRAPPERD_HTTP_PORT)")  # fmt: skip
-    serve.add_argument("--grace-period", type=_seconds, default=_env("GRACE_PERIOD", "3"),
-                       help="seconds to let transfers finish on shutdown (default 3; "
-                       "env BOOTSTRAPPERD_GRACE_PERIOD)")  # fmt: skip
+    serve.add_argument(
+        "--bsroot",
+        type=Path,
+        default=_env("BSROOT"),
+        help="the bsroot directory (env BOOTSTRAPPERD_BSROOT)",
+    )
+    serve.add_argument(
+        "--interface",
+        default=_env("INTERFACE"),
+        help="serve on this interface (default: the one holding the bootstrapper "
+        "address; env BOOTSTRAPPERD_INTERFACE)",
+    )
+    serve.add_argument(
+        "--address",
+        type=_ipv4,
+        default=_env("ADDRESS"),
+        help="IPv4 address to bind (default: the bootstrapper address; env BOOTSTRAPPERD_ADDRESS)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=_env("HTTP_PORT"),
+        help="HTTP port (default: http_port from the model, else 80; env BOOTSTRAPPERD_HTTP_PORT)",
+    )
+    serve.add_argument(
+        "--grace-period",
+        type=_seconds,
+        default=_env("GRACE_PERIOD", "3"),
+        help="seconds to let transfers finish on shutdown (default 3; "
+        "env BOOTSTRAPPERD_GRACE_PERIOD)",
+    )
     _add_log_options(serve)
 
     demo = sub.add_parser("demo", help="check and serve the bundled example in a network lab")
-    demo.add_argument("--hold", action="store_true",
-                      help="keep serving until Ctrl-C instead of stopping after the tour")  # fmt: skip
-    demo.add_argument("--example", type=Path, default=None,
-                      help="cluster description to use (default: the bundled example)")  # fmt: skip
+    demo.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep serving until Ctrl-C instead of stopping after the tour",
+    )
+    demo.add_argument(
+        "--example",
+        type=Path,
+        default=None,
+        help="cluster description to use (default: the bundled example)",
+    )
     _add_log_options(demo)
     return parser
 
 
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=logs.LOG_FORMATS,
-                        default=_env("LOG_FORMAT", "text"),
-                        help="text or json lines (env BOOTSTRAPPERD_LOG_FORMAT)")  # fmt: skip
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default=_env("LOG_LEVEL", "info"),
-                        help="env BOOTSTRAPPERD_LOG_LEVEL")  # fmt: skip
+    parser.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default=_env("LOG_FORMAT", "text"),
+        help="text or json lines (env BOOTSTRAPPERD_LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL", "info"),
+        help="env BOOTSTRAPPERD_LOG_LEVEL",
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -64,9 +64,14 @@ def resolve_listen(
         chosen = addresses[0].ip
         log.warning(
             "the bootstrapper address is not on the interface; serving on its first address",
-            extra={"fields": {"bootstrapper": model.bootstrapper, "interface": interface,
-                              "address": chosen}},
-        )  # fmt: skip
+            extra={
+                "fields": {
+                    "bootstrapper": model.bootstrapper,
+                    "interface": interface,
+                    "address": chosen,
+                }
+            },
+        )
         return Listen(interface, chosen, port)
     holder = netif.interface_holding(model.bootstrapper)
     if holder is None:
@@ -107,9 +112,15 @@ class Daemon:
         self._runner = runner
         http_log.info(
             "listening",
-            extra={"fields": {"service": "http", "interface": self.listen.interface,
-                              "address": self.listen.address, "port": self.listen.http_port}},
-        )  # fmt: skip
+            extra={
+                "fields": {
+                    "service": "http",
+                    "interface": self.listen.interface,
+                    "address": self.listen.address,
+                    "port": self.listen.http_port,
+                }
+            },
+        )
         self.holder.subscribe(self._on_reload)
 
     def _on_reload(self, old: ClusterModel, new: ClusterModel) -> None:
@@ -159,8 +170,9 @@ async def run(holder: ModelHolder, listen: Listen, grace_period: float, notifier
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
     try:
         notifier.ready(_status(holder))
-        log.info("ready", extra={"fields": {"nodes": len(holder.model.nodes),
-                                            "file": str(holder.path)}})  # fmt: skip
+        log.info(
+            "ready", extra={"fields": {"nodes": len(holder.model.nodes), "file": str(holder.path)}}
+        )
         await stopping.wait()
         notifier.stopping()
     finally:

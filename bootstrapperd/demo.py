@@ -81,10 +81,13 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
         with NetLab() as lab:
             srv = lab.namespace("srv")
             cli = lab.namespace("cli")
-            lab.veth(srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}",
-                     f"{client_ip}/{prefix}")  # fmt: skip
-            say(f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} "
-                f"(node0 {client_ip})")  # fmt: skip
+            lab.veth(
+                srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}", f"{client_ip}/{prefix}"
+            )
+            say(
+                f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} "
+                f"(node0 {client_ip})"
+            )
             argv = [sys.executable, "-m", "bootstrapperd", "serve", "--bsroot", str(bsroot.root)]
             say(f"== {srv.name}$ bootstrapperd serve --bsroot {bsroot.root}")
             daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -120,14 +123,18 @@ def _tour_reload(desc: Path, daemon: subprocess.Popen[bytes], cli: Namespace, ur
     desc.write_text(original + '  - mac: "52:54:00:77:00:99"\n    cur_host_name: "worker9"\n')
     daemon.send_signal(signal.SIGHUP)
     model = _wait_generation(cli, url, 2)
-    say(f"== added worker9 to cluster-desc.yml, SIGHUP: generation {model['generation']}, "
-        f"{model['nodes']} nodes")  # fmt: skip
+    say(
+        f"== added worker9 to cluster-desc.yml, SIGHUP: generation {model['generation']}, "
+        f"{model['nodes']} nodes"
+    )
     desc.write_text(original + "  - mac: 52:54:00:zz\n")
     daemon.send_signal(signal.SIGHUP)
     time.sleep(0.5)
     kept = _model_health(cli, url)
-    say(f"== broke cluster-desc.yml (bad MAC), SIGHUP: refused, still generation "
-        f"{kept['generation']}, {kept['nodes']} nodes")  # fmt: skip
+    say(
+        f"== broke cluster-desc.yml (bad MAC), SIGHUP: refused, still generation "
+        f"{kept['generation']}, {kept['nodes']} nodes"
+    )
 
 
 def _wait_generation(cli: Namespace, url: str, generation: int) -> dict[str, object]:

@@ -9,6 +9,7 @@ namespace is deleted. ``close()`` runs even when the body failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -131,9 +132,20 @@ class NetLab:
             ns.ip("link", "set", ifname, "up")
 
     def bridge(self, ns: Namespace, name: str, mac: str, ports: Sequence[str] = ()) -> None:
-        """A bridge with a fixed MAC (else it takes its lowest port's and changes when one joins)."""
-        ns.ip("link", "add", name, "address", mac, "type", "bridge", "stp_state", "0",
-              "forward_delay", "0")  # fmt: skip
+        """A bridge with a fixed MAC (else it takes its lowest port's, changing as ports join)."""
+        ns.ip(
+            "link",
+            "add",
+            name,
+            "address",
+            mac,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        )
         for port in ports:
             ns.ip("link", "set", port, "master", name)
         ns.ip("link", "set", name, "up")
@@ -182,10 +194,8 @@ class NetLab:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 if not subprocess.run(

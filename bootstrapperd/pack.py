@@ -36,8 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("file", type=Path, help="cluster-desc.yml")
-    parser.add_argument("-o", "--output", type=Path, default=Path("bsroot"),
-                        help="bsroot directory to write (default ./bsroot)")  # fmt: skip
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("bsroot"),
+        help="bsroot directory to write (default ./bsroot)",
+    )
     args = parser.parse_args(argv)
     try:
         bsroot = init_bsroot(args.file, args.output)

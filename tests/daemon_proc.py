@@ -16,8 +16,14 @@ def bootstrapperd_command() -> list[str]:
 
 
 class DaemonProcess:
-    def __init__(self, ns: Namespace, bsroot: Path, *args: str,
-                 env: dict[str, str] | None = None, log: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ns: Namespace,
+        bsroot: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.log_path = log or (bsroot.parent / f"daemon-{ns.name}.log")
         argv = [*bootstrapperd_command(), "serve", "--bsroot", str(bsroot), *args]
         with self.log_path.open("wb") as log_file:  # the child keeps its own descriptor

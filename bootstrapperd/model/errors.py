@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -27,7 +27,7 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """A cluster description that cannot be loaded; carries every error found, not only the first."""
+    """A cluster description that cannot be loaded; carries every error found, not just one."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source

@@ -25,7 +25,7 @@ def canonical_mac(value: str) -> str | None:
         return ":".join(o.zfill(2) for o in octets)
     if re.fullmatch(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}", text):
         text = text.replace(".", "")
-    if _HEX12.match(text):
+    if _HEX12.fullmatch(text):
         return ":".join(text[i : i + 2] for i in range(0, 12, 2))
     return None
 
@@ -36,7 +36,7 @@ def hostname_from_mac(mac: str) -> str:
 
 
 def is_dns_label(text: str) -> bool:
-    return bool(_LABEL.match(text))
+    return bool(_LABEL.fullmatch(text))
 
 
 def is_domain_name(text: str) -> bool:
@@ -69,7 +69,7 @@ def parse_lease(value: object) -> tuple[bool, int | None]:
     text = value.strip().lower()
     if text in ("infinite", "infinity"):
         return True, None
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):
         seconds = int(text)
         return (seconds > 0, seconds)
     pos = 0

@@ -54,19 +54,56 @@ CHANNELS = ("stable", "beta", "alpha", "lts", "edge")
 REBOOT_STRATEGIES = ("etcd-lock", "reboot", "best-effort", "off")
 
 NODE_KEYS = (
-    "mac", "cur_host_name", "ip", "kube_master", "etcd_member", "ceph_monitor",
-    "ingress_label", "ingresslabel", "flannel_iface",
-)  # fmt: skip
+    "mac",
+    "cur_host_name",
+    "ip",
+    "kube_master",
+    "etcd_member",
+    "ceph_monitor",
+    "ingress_label",
+    "ingresslabel",
+    "flannel_iface",
+)
 TOP_KEYS = (
-    "bootstrapper", "subnet", "netmask", "broadcast", "iplow", "iphigh", "routers",
-    "nameservers", "upstreamnameservers", "domainname", "dockerdomain",
-    "k8s_service_cluster_ip_range", "k8s_cluster_dns", "k8s_cluster_domain",
-    "flannel_backend", "ingress_hostnetwork", "coreos_channel", "coreos_version", "os_name",
-    "kube_master_ip", "kube_master_dns", "set_ntp", "lease", "start_pxe",
-    "ssh_authorized_keys", "coreos", "ceph", "images", "nodes",
-    "centos_version", "mirror_site", "download_kernel", "set_gpu", "gpu_drivers_version",
-    "set_yum_repo", "os", "dhcp", "http_port",
-)  # fmt: skip
+    "bootstrapper",
+    "subnet",
+    "netmask",
+    "broadcast",
+    "iplow",
+    "iphigh",
+    "routers",
+    "nameservers",
+    "upstreamnameservers",
+    "domainname",
+    "dockerdomain",
+    "k8s_service_cluster_ip_range",
+    "k8s_cluster_dns",
+    "k8s_cluster_domain",
+    "flannel_backend",
+    "ingress_hostnetwork",
+    "coreos_channel",
+    "coreos_version",
+    "os_name",
+    "kube_master_ip",
+    "kube_master_dns",
+    "set_ntp",
+    "lease",
+    "start_pxe",
+    "ssh_authorized_keys",
+    "coreos",
+    "ceph",
+    "images",
+    "nodes",
+    "centos_version",
+    "mirror_site",
+    "download_kernel",
+    "set_gpu",
+    "gpu_drivers_version",
+    "set_yum_repo",
+    "os",
+    "dhcp",
+    "http_port",
+)
 # Keys Sextant read that bootstrapperd has no use for: accepted, with a warning saying so.
 IGNORED_KEYS = {"nginx_root_dir": "bootstrapperd serves HTTP itself; nginx_root_dir is not used"}
 
@@ -100,7 +137,7 @@ def load_cluster_text(text: str, source: str = "<cluster-desc>") -> ClusterModel
         reader.error((), f"expected a mapping of keys at the top, got {type_name(data)}")
         raise ConfigError(source, reader.problems)
     model = _build(data, reader, source)
-    if model is None or reader.failed:
+    if model is None or reader.failed():
         raise ConfigError(source, reader.problems)
     return model
 
@@ -129,10 +166,12 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
 
     domain = _domain(data, r)
     dockerdomain = r.string(data, (), "dockerdomain")
+    if dockerdomain is not None:
+        dockerdomain = dockerdomain.strip().rstrip(".").lower()
     if dockerdomain is None:
         dockerdomain = DEFAULT_DOCKERDOMAIN
         r.warn(("dockerdomain",), f"not set; using {DEFAULT_DOCKERDOMAIN!r} (the registry's name)")
-    elif not is_domain_name(dockerdomain.lower()):
+    elif not is_domain_name(dockerdomain):
         r.error(("dockerdomain",), f"{dockerdomain!r} is not a valid DNS name")
 
     if network is not None:
@@ -154,20 +193,27 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         service_range = IPv4Network(DEFAULT_SERVICE_RANGE)
         if "k8s_service_cluster_ip_range" not in data:
             r.warn(("k8s_service_cluster_ip_range",), f"not set; using {DEFAULT_SERVICE_RANGE}")
+    if service_range.num_addresses < 16:
+        r.warn(
+            ("k8s_service_cluster_ip_range",),
+            f"{service_range} has only {service_range.num_addresses} addresses for services",
+        )
     cluster_dns = r.ipv4(data, (), "k8s_cluster_dns")
     if cluster_dns is None:
-        cluster_dns = service_range.network_address + 10
+        cluster_dns = service_range.network_address + min(10, service_range.num_addresses - 1)
         if "k8s_cluster_dns" not in data:
             r.warn(("k8s_cluster_dns",), f"not set; using {cluster_dns}")
     elif cluster_dns not in service_range:
         r.warn(("k8s_cluster_dns",), f"{cluster_dns} is outside {service_range}")
-    cluster_domain = r.string(data, (), "k8s_cluster_domain", DEFAULT_CLUSTER_DOMAIN)
-    assert cluster_domain is not None
+    cluster_domain = r.string(data, (), "k8s_cluster_domain") or DEFAULT_CLUSTER_DOMAIN
+    cluster_domain = cluster_domain.strip().rstrip(".").lower()
     if not is_domain_name(cluster_domain):
         r.error(("k8s_cluster_domain",), f"{cluster_domain!r} is not a valid DNS name")
     if "flannel_backend" not in data:
         r.warn(("flannel_backend",), f"not set; using {DEFAULT_FLANNEL_BACKEND!r}")
-    flannel_backend = r.choice(data, (), "flannel_backend", FLANNEL_BACKENDS, DEFAULT_FLANNEL_BACKEND)
+    flannel_backend = r.choice(
+        data, (), "flannel_backend", FLANNEL_BACKENDS, DEFAULT_FLANNEL_BACKEND
+    )
     kube_master_ip = _string_list(data, r, "kube_master_ip")
     for i, entry in enumerate(kube_master_ip):
         try:
@@ -210,7 +256,11 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         gpu_drivers_version=r.string(data, (), "gpu_drivers_version"),
         set_yum_repo=r.string(data, (), "set_yum_repo"),
     )
-    if pack.os_name is not None and pack.os_name.lower() not in ("coreos", "flatcar") and "os" not in data:
+    if (
+        pack.os_name is not None
+        and pack.os_name.lower() not in ("coreos", "flatcar")
+        and "os" not in data
+    ):
         r.warn(
             ("os_name",),
             f"{pack.os_name!r}: bootstrapperd installs Flatcar Container Linux (or CoreOS); "
@@ -219,10 +269,10 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     set_ntp = r.boolean(data, (), "set_ntp", False)
     ingress_hostnetwork = r.boolean(data, (), "ingress_hostnetwork", False)
 
-    if r.failed or bootstrapper is None or network is None or broadcast is None:
+    if r.failed() or bootstrapper is None or network is None or broadcast is None:
         return None
     _cross_check(r, data, nodes, bootstrapper, routers, pool, network)
-    if r.failed:
+    if r.failed():
         return None
     return ClusterModel(
         source=source,
@@ -234,7 +284,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         nameservers=tuple(nameservers),
         upstream_nameservers=tuple(upstream),
         domain=domain,
-        dockerdomain=dockerdomain.lower(),
+        dockerdomain=dockerdomain,
         service_cluster_ip_range=service_range,
         cluster_dns=cluster_dns,
         cluster_domain=cluster_domain,
@@ -301,7 +351,9 @@ def _pool(
             missing = "iphigh" if data.get("iphigh") is None else "iplow"
             r.error((missing,), "required when the other end of the pool is given")
         else:
-            r.warn(("iplow",), "no address pool (iplow/iphigh); only static `ip` nodes get addresses")
+            r.warn(
+                ("iplow",), "no address pool (iplow/iphigh); only static `ip` nodes get addresses"
+            )
         return AddressPool(None, None)
     if low is None or high is None:
         return AddressPool(None, None)
@@ -328,11 +380,14 @@ def _domain(data: dict[str, Any], r: Reader) -> str:
 
 
 def _lease(data: dict[str, Any], r: Reader) -> int | None:
-    if data.get("lease") is None:
+    written = r.text(data, (), "lease")
+    if written is None:
+        if data.get("lease") is not None:
+            r.error(("lease",), f"expected a lease time, got {type_name(data['lease'])}")
         return DEFAULT_LEASE_SECONDS
-    ok, seconds = parse_lease(data["lease"])
+    ok, seconds = parse_lease(written)
     if not ok:
-        r.error(("lease",), f"{data['lease']!r} is not a lease time (infinite, 24h, 30m, 3600)")
+        r.error(("lease",), f"{written!r} is not a lease time (infinite, 24h, 30m, 3600)")
         return DEFAULT_LEASE_SECONDS
     if seconds is not None and seconds < 120:
         r.warn(("lease",), f"{seconds} s is very short; clients will renew constantly")
@@ -357,7 +412,7 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
     block = r.mapping(data, (), "os")
     r.unknown_keys(block, ("os",), ("name", "channel", "version", "mirror"))
     name = r.choice(block, ("os",), "name", OS_NAMES, "flatcar")
-    if "channel" in block:
+    if block.get("channel") is not None:
         channel = r.string(block, ("os",), "channel", "stable") or "stable"
         channel_path: Path = ("os", "channel")
     else:
@@ -366,14 +421,14 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
     channel = channel.strip().lower()
     if channel not in CHANNELS:
         r.warn(channel_path, f"{channel!r} is not a known release channel ({', '.join(CHANNELS)})")
-    if "version" in block:
+    if block.get("version") is not None:
         version = r.string(block, ("os",), "version", "current") or "current"
         version_path: Path = ("os", "version")
     else:
         version = r.string(data, (), "coreos_version", "current") or "current"
         version_path = ("coreos_version",)
     version = version.strip()
-    if version != "current" and not _VERSION.match(version):
+    if version != "current" and not _VERSION.fullmatch(version):
         r.error(version_path, f"{version!r} is not a release version (like 3815.2.0) or 'current'")
     mirror = r.string(block, ("os",), "mirror")
     if mirror is not None and not re.match(r"^(https?|file)://", mirror):
@@ -408,7 +463,7 @@ def _images(data: dict[str, Any], r: Reader) -> dict[str, str]:
         if not isinstance(ref, str) or not ref.strip():
             r.error(("images", name), f"expected an image reference, got {type_name(ref)}")
             continue
-        if not _IMAGE_REF.match(ref.strip()):
+        if not _IMAGE_REF.fullmatch(ref.strip()):
             r.warn(("images", name), f"{ref!r} does not look like an image reference")
         images[name] = ref.strip()
     return images
@@ -419,10 +474,18 @@ def _ssh_keys(data: dict[str, Any], r: Reader) -> list[str]:
     value = data.get("ssh_authorized_keys")
     path: Path = ("ssh_authorized_keys",)
     if isinstance(value, str):
+        # Sextant's form: the block's text is itself a YAML list. Anything else (plain lines,
+        # one key per line, as in an authorized_keys file) is read line by line.
         try:
             inner = yaml.safe_load(value)
         except yaml.YAMLError:
-            inner = [line for line in value.splitlines() if line.strip()]
+            inner = None
+        if not isinstance(inner, list):
+            inner = [
+                line.strip()
+                for line in value.splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
         value = inner
     if value is None or value == []:
         r.warn(path, "no SSH keys; nobody will be able to log in to the nodes")
@@ -438,7 +501,7 @@ def _ssh_keys(data: dict[str, Any], r: Reader) -> list[str]:
             r.error(path, f"item {i + 1}: expected an SSH public key, got {type_name(key)}")
             continue
         key = key.strip()
-        if not _SSH_KEY.match(key):
+        if not _SSH_KEY.fullmatch(key):
             r.warn(path, f"item {i + 1} ({key[:30]!r}) does not look like an SSH public key")
         keys.append(key)
     return keys
@@ -456,15 +519,18 @@ def _nodes(
     if data.get("nodes") is None:
         r.error(("nodes",), "required key is missing (the cluster's machines)")
         return []
+    items = r.sequence(data, (), "nodes")
+    if isinstance(data["nodes"], list) and not items:
+        r.error(("nodes",), "the list is empty; the cluster needs at least a master")
     nodes = []
-    for i, raw in enumerate(r.list(data, (), "nodes")):
+    for i, raw in enumerate(items):
         path: Path = ("nodes", i)
         if not isinstance(raw, dict):
             r.error(path, f"expected a mapping with at least `mac`, got {type_name(raw)}")
             continue
         r.unknown_keys(raw, path, NODE_KEYS)
-        mac_raw = raw.get("mac")
-        mac = canonical_mac(mac_raw) if isinstance(mac_raw, str) else None
+        mac_raw = r.text(raw, path, "mac")
+        mac = canonical_mac(mac_raw) if mac_raw is not None else None
         if mac_raw is None:
             r.error((*path, "mac"), "required key is missing")
         elif mac is None:

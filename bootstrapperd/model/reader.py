@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
@@ -47,7 +48,6 @@ class Reader:
     def _add(self, severity: Severity, path: Path, message: str) -> None:
         self.problems.append(Problem(severity, format_path(path), message, self.smap.line(path)))
 
-    @property
     def failed(self) -> bool:
         return any(p.severity is Severity.ERROR for p in self.problems)
 
@@ -56,6 +56,14 @@ class Reader:
         for key in mapping:
             if key not in known_set:
                 self.warn((*path, key), "unknown key, ignored")
+
+    def text(self, parent: dict[str, Any], path: Path, key: str) -> str | None:
+        """A scalar as the person wrote it (``off`` stays "off", ``7.10`` stays "7.10")."""
+        value = parent.get(key)
+        if value is None or isinstance(value, (dict, list)):
+            return None
+        written = self.smap.texts.get((*path, key))
+        return written if written is not None else str(value)
 
     # ---- typed getters ---------------------------------------------------------------------------
     def mapping(self, parent: dict[str, Any], path: Path, key: str) -> dict[str, Any]:
@@ -67,7 +75,7 @@ class Reader:
             return {}
         return value
 
-    def list(self, parent: dict[str, Any], path: Path, key: str) -> list[Any]:
+    def sequence(self, parent: dict[str, Any], path: Path, key: str) -> list[Any]:
         value = parent.get(key)
         if value is None:
             return []
@@ -82,12 +90,10 @@ class Reader:
         value = parent.get(key)
         if value is None:
             return default
-        if isinstance(value, bool):
-            # Go's yaml.v2 would have read `yes` into a string field as "yes"; PyYAML made it a
-            # boolean. Give back what the person wrote, as Sextant did.
-            return "true" if value else "false"
-        if isinstance(value, (int, float, str)):
-            return str(value)
+        if isinstance(value, (bool, int, float, str)):
+            # Go's yaml.v2 read `off`, `7.10` or `3:00` into a string field as written; PyYAML
+            # made them False, 7.1 and 180. Give back what the person wrote, as Sextant did.
+            return self.text(parent, path, key)
         self.error((*path, key), f"expected a string, got {type_name(value)}")
         return default
 
@@ -110,7 +116,7 @@ class Reader:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
             number = int(value.strip())
         if number is None or not low <= number <= high:
             self.error((*path, key), f"{value!r} is not a whole number from {low} to {high}")
@@ -133,7 +139,7 @@ class Reader:
         return None
 
     def ipv4_list(self, parent: dict[str, Any], path: Path, key: str) -> list[IPv4Address] | None:
-        """A list of addresses; a single string (or ``a, b``) is accepted as Sextant's templates did."""
+        """A list of addresses; a single string (or ``a, b``) is accepted, as Sextant did."""
         value = parent.get(key)
         if value is None:
             return None

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 
 from .errors import Problem
 from .fields import canonical_mac, hostname_from_mac
 
 
-class DHCPMode(str, Enum):
+class DHCPMode(StrEnum):
     FULL = "full"
     PROXY = "proxy"
     OFF = "off"
 
 
-class UnknownMachines(str, Enum):
+class UnknownMachines(StrEnum):
     ALLOW = "allow"
     IGNORE = "ignore"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     MASTER = "master"
     ETCD = "etcd"
     CEPH_MONITOR = "ceph-monitor"
@@ -212,7 +212,10 @@ class ClusterModel:
             "kubernetes.default.svc",
             f"kubernetes.default.svc.{self.cluster_domain}",
         ]
-        ips: list[IPv4Address] = [self.service_cluster_ip_range.network_address + 1]
+        first_service = self.service_cluster_ip_range.network_address + min(
+            1, self.service_cluster_ip_range.num_addresses - 1
+        )
+        ips: list[IPv4Address] = [first_service]
         for node in self.masters:
             dns += [node.hostname, node.fqdn]
             if node.ip is not None:
@@ -230,7 +233,7 @@ class ClusterModel:
         return self._by_mac.get(canon) if canon is not None else None
 
     def hostname_for_mac(self, mac: str) -> str:
-        """A node's hostname, or for an unknown machine the one Sextant gave it (MAC with dashes)."""
+        """A node's hostname; for an unknown machine, Sextant's: the MAC with dashes."""
         node = self.node(mac)
         if node is not None:
             return node.hostname

@@ -31,6 +31,9 @@ class SourceMap:
 
     lines: dict[Path, int] = field(default_factory=dict)
     duplicates: list[tuple[Path, int, int]] = field(default_factory=list)
+    # The source text of plain (unquoted) scalars that YAML 1.1 turned into something else:
+    # `off` → False, `3:00` → 180, `0123` → 83. Readers that want a string use the text.
+    texts: dict[Path, str] = field(default_factory=dict)
 
     def line(self, path: Path) -> int | None:
         # The nearest ancestor that has a line is the best place to point at.
@@ -92,4 +95,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path, smap: SourceMap)
             smap.lines[child] = item_node.start_mark.line + 1
             items.append(_walk(loader, item_node, child, smap))
         return items
-    return loader.construct_object(node, deep=True)
+    value = loader.construct_object(node, deep=True)
+    if isinstance(node, yaml.ScalarNode) and node.style is None and not isinstance(value, str):
+        smap.texts[path] = node.value
+    return value

@@ -63,9 +63,20 @@ def test_format_seconds_round_trips_lease_forms() -> None:
 
 @pytest.mark.parametrize(
     ("value", "result"),
-    [("y", True), ("YES", True), ("On", True), (True, True), (1, True), ("n", False),
-     ("off", False), (0, False), ("maybe", None), (2, None), (None, None)],
-)  # fmt: skip
+    [
+        ("y", True),
+        ("YES", True),
+        ("On", True),
+        (True, True),
+        (1, True),
+        ("n", False),
+        ("off", False),
+        (0, False),
+        ("maybe", None),
+        (2, None),
+        (None, None),
+    ],
+)
 def test_parse_bool(value: object, result: bool | None) -> None:
     assert parse_bool(value) is result
 

@@ -35,8 +35,9 @@ def test_reload_good_and_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert holder.generation == 2 and len(holder.model.nodes) == 4
     assert holder.digest == good_digest
     assert len(seen) == 1
-    assert any("nodes[3].mac: '52:54:00:zz' is not a MAC address" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        "nodes[3].mac: '52:54:00:zz' is not a MAC address" in r.getMessage() for r in caplog.records
+    )
 
     path.unlink()
     assert holder.reload() is False

@@ -160,8 +160,11 @@ BROKEN = [
         "dhcp.mode: 'relay' is not one of: full, proxy, off (line 23)",
         id="bad-dhcp-mode",
     ),
-    pytest.param("- just\n- a list\n", "expected a mapping of keys at the top, got a list (line 1)",
-                 id="not-a-mapping"),  # fmt: skip
+    pytest.param(
+        "- just\n- a list\n",
+        "expected a mapping of keys at the top, got a list (line 1)",
+        id="not-a-mapping",
+    ),
     pytest.param("", "expected a mapping of keys at the top, got nothing", id="empty-file"),
 ]
 
@@ -200,11 +203,23 @@ def test_unknown_keys_warn_and_name_the_key() -> None:
 
 @pytest.mark.parametrize(
     ("spelling", "expected"),
-    [("y", True), ("Y", True), ("yes", True), ("on", True), ("true", True), ("n", False),
-     ("N", False), ("no", False), ("off", False), ("false", False)],
-)  # fmt: skip
+    [
+        ("y", True),
+        ("Y", True),
+        ("yes", True),
+        ("on", True),
+        ("true", True),
+        ("n", False),
+        ("N", False),
+        ("no", False),
+        ("off", False),
+        ("false", False),
+    ],
+)
 def test_yaml_1_1_booleans(spelling: str, expected: bool) -> None:
-    model = load(BASE.replace("cur_host_name: w1", f"cur_host_name: w1\n    etcd_member: {spelling}"))
+    model = load(
+        BASE.replace("cur_host_name: w1", f"cur_host_name: w1\n    etcd_member: {spelling}")
+    )
     assert model.nodes[1].etcd_member is expected
 
 
@@ -248,9 +263,14 @@ def test_early_description_gets_defaults_and_warnings() -> None:
     assert model.flannel_backend == "host-gw"
     warned = {w.path for w in model.warnings}
     assert {
-        "dockerdomain", "k8s_service_cluster_ip_range", "k8s_cluster_dns", "images",
-        "ssh_authorized_keys", "nameservers", "flannel_backend",
-    } <= warned  # fmt: skip
+        "dockerdomain",
+        "k8s_service_cluster_ip_range",
+        "k8s_cluster_dns",
+        "images",
+        "ssh_authorized_keys",
+        "nameservers",
+        "flannel_backend",
+    } <= warned
 
 
 def test_new_keys() -> None:

@@ -36,8 +36,10 @@ def test_sample_of_sextant_1_x() -> None:
     assert m.nameservers == (IPv4Address("10.10.14.253"),)
     assert m.upstream_nameservers == (IPv4Address("8.8.8.8"), IPv4Address("8.8.4.4"))
     assert (m.pool.low, m.pool.high, m.pool.size) == (
-        IPv4Address("10.10.14.1"), IPv4Address("10.10.14.127"), 127,
-    )  # fmt: skip
+        IPv4Address("10.10.14.1"),
+        IPv4Address("10.10.14.127"),
+        127,
+    )
     assert m.domain == "ail.unisound.com"
     assert m.dockerdomain == "bootstrapper"
     assert [n.hostname for n in m.nodes] == ["node1", "node2", "node3", "node4", "node5"]
@@ -77,9 +79,14 @@ def test_sample_of_sextant_1_x() -> None:
     assert m.reverse_zones == ("14.10.10.in-addr.arpa",)
     sans = m.apiserver_sans
     assert sans.dns_names == (
-        "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local", "node1", "node1.ail.unisound.com", "aa-bb-cc-dd",
-    )  # fmt: skip
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "node1",
+        "node1.ail.unisound.com",
+        "aa-bb-cc-dd",
+    )
     assert sans.ip_addresses == tuple(
         IPv4Address(a) for a in ("10.100.0.1", "192.168.61.73", "192.168.48.23")
     )
@@ -90,17 +97,22 @@ def test_sample_of_sextant_1_x() -> None:
 def test_sample_of_sextant_0_2_hostnames_from_macs() -> None:
     m = load_cluster_file(FIXTURES / "cluster-desc.v0.2.sample.yaml")
     assert [n.hostname for n in m.nodes] == [
-        "00-25-90-c0-f7-80", "00-25-90-c0-f6-ee", "00-25-90-c0-f6-d6", "00-25-90-c0-f7-ac",
+        "00-25-90-c0-f7-80",
+        "00-25-90-c0-f6-ee",
+        "00-25-90-c0-f6-d6",
+        "00-25-90-c0-f7-ac",
         "00-25-90-c0-f7-7e",
-    ]  # fmt: skip
+    ]
     assert [n.hostname for n in m.masters] == ["00-25-90-c0-f7-80"]
     assert len(m.etcd_members) == 5
     assert m.etcd_initial_cluster.split(",")[0] == (
         "00-25-90-c0-f7-80=http://00-25-90-c0-f7-80.ailab.unisound.com:2380"
     )
     assert [n.hostname for n in m.nodes if n.ceph_monitor] == [
-        "00-25-90-c0-f7-80", "00-25-90-c0-f6-ee", "00-25-90-c0-f6-d6",
-    ]  # fmt: skip
+        "00-25-90-c0-f7-80",
+        "00-25-90-c0-f6-ee",
+        "00-25-90-c0-f6-d6",
+    ]
     # Keys this era did not have: documented defaults.
     assert m.dhcp.mode is DHCPMode.FULL
     assert m.lease_seconds == 3600
@@ -125,8 +137,9 @@ def test_vm_cluster_single_node() -> None:
     assert m.pool.size == 111
     # The placeholder key loads (as Sextant's did) but is called out.
     assert m.ssh_authorized_keys == ("<SSH_KEY>",)
-    assert any(w.path == "ssh_authorized_keys" and "SSH public key" in w.message
-               for w in m.warnings)  # fmt: skip
+    assert any(
+        w.path == "ssh_authorized_keys" and "SSH public key" in w.message for w in m.warnings
+    )
 
 
 def test_bundled_example_uses_the_new_keys() -> None:
