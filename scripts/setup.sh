@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up everything bootstrapperd's demo and test suite need, on a fresh Debian 12 machine:
+# the system tools (apt) and a virtual environment in .venv with the package and its dev tools.
+# Idempotent: a second run installs nothing. Needs root (or sudo) only when apt packages are missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# iproute2: network namespaces for the lab; curl: HTTP client in tests and the demo; the DHCP,
+# DNS and TFTP clients for the protocol tests; shellcheck for install.sh.
+APT_PACKAGES=(
+  iproute2 curl procps util-linux
+  isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -c "install ok installed" >/dev/null \
+    || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
+    "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "setup: Python 3.11 or newer is needed ($PYTHON is $("$PYTHON" -V))" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  echo "setup: installing bootstrapperd and its dev tools into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
