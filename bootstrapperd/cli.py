@@ -138,13 +138,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         model = load_cluster_file(args.file)
     except ConfigError as exc:
-        print(f"{exc.source}: {len(exc.problems)} error(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        if exc.warnings:
-            print(f"and {len(exc.warnings)} warning(s):", file=sys.stderr)
-            for warning in exc.warnings:
-                print(f"  {warning}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return EXIT_INVALID
     if not args.quiet:
         print(f"{args.file}: OK")

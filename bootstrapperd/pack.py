@@ -47,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bsroot = init_bsroot(args.file, args.output)
     except ConfigError as exc:
-        print(f"{exc.source}: {len(exc.problems)} error(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"bootstrapperd-pack: {exc}", file=sys.stderr)

@@ -36,3 +36,12 @@ class ConfigError(Exception):
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {count} error{'s' if count != 1 else ''}\n{lines}")
+
+    def report(self) -> str:
+        """Every error, then every warning: what ``check`` and ``pack`` print."""
+        lines = [f"{self.source}: {len(self.problems)} error(s):"]
+        lines += [f"  {p}" for p in self.problems]
+        if self.warnings:
+            lines.append(f"and {len(self.warnings)} warning(s):")
+            lines += [f"  {w}" for w in self.warnings]
+        return "\n".join(lines)

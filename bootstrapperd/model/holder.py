@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, Problem, Severity
-from .load import load_cluster_text
+from .errors import ConfigError
+from .load import read_cluster_file
 from .types import ClusterModel
 
 log = logging.getLogger("bootstrapperd")
@@ -29,7 +28,7 @@ class ModelHolder:
     @classmethod
     def load(cls, path: Path) -> ModelHolder:
         """First load; raises ConfigError (the daemon refuses to start on a bad file)."""
-        model, digest = _read(path)
+        model, digest = read_cluster_file(path)
         return cls(path, model, digest)
 
     def subscribe(self, listener: Listener) -> None:
@@ -39,7 +38,7 @@ class ModelHolder:
     def reload(self) -> bool:
         """Re-read the file. A bad file keeps the current model, logs every error, returns False."""
         try:
-            model, digest = _read(self.path)
+            model, digest = read_cluster_file(self.path)
         except ConfigError as exc:
             log.error(
                 "reload failed; keeping the model loaded at generation %d",
@@ -73,15 +72,3 @@ class ModelHolder:
             except Exception:  # a listener's bug must not undo a good reload
                 log.exception("reload listener failed")
         return True
-
-
-def _read(path: Path) -> tuple[ClusterModel, str]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem(Severity.ERROR, "", f"cannot read: {exc}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [Problem(Severity.ERROR, "", f"not UTF-8: {exc}")]) from None
-    return load_cluster_text(text, source=str(path)), hashlib.sha256(raw).hexdigest()

@@ -8,6 +8,7 @@ Every error is collected, each with its key path and line; warnings never stop a
 
 from __future__ import annotations
 
+import hashlib
 import re
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path as FilePath
@@ -117,12 +118,17 @@ _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 
 def load_cluster_file(path: str | FilePath) -> ClusterModel:
     """Load and validate a cluster description file. Raises ConfigError listing every error."""
-    file = FilePath(path)
+    return read_cluster_file(FilePath(path))[0]
+
+
+def read_cluster_file(path: FilePath) -> tuple[ClusterModel, str]:
+    """The model and the sha256 of the file's bytes (what the daemon reports it is serving)."""
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(file), [Problem(Severity.ERROR, "", f"cannot read: {exc}")]) from None
-    return load_cluster_text(text, source=str(file))
+        raise ConfigError(str(path), [Problem(Severity.ERROR, "", f"cannot read: {exc}")]) from None
+    return load_cluster_text(text, source=str(path)), hashlib.sha256(raw).hexdigest()
 
 
 def load_cluster_text(text: str, source: str = "<cluster-desc>") -> ClusterModel:
