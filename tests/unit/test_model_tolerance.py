@@ -132,7 +132,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     top=st.dictionaries(st.sampled_from(TOP_KEYS), values, max_size=3),
     node=st.dictionaries(st.sampled_from(NODE_KEYS), values, max_size=3),
