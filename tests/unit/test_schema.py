@@ -76,15 +76,20 @@ def _description_files() -> list[Path]:
     return files
 
 
-def _doc(case: dict[str, Any]) -> dict[str, Any]:
-    """BASE with the case's ``top`` keys and ``node`` keys (of nodes[0]) replaced, both YAML
-    snippets read as YAML 1.1, and its ``drop`` keys removed."""
-    doc: dict[str, Any] = yaml.safe_load(BASE)
-    doc.update(yaml.safe_load(case.get("top", "")) or {})
-    doc["nodes"][0].update(yaml.safe_load(case.get("node", "")) or {})
-    for key in case.get("drop", ()):
-        doc.pop(key, None)
-    return doc
+def _text(case: dict[str, Any]) -> str:
+    """BASE as YAML text: the case's ``drop`` keys removed, its ``node`` lines added to nodes[0]
+    (the last thing in BASE), its ``top`` lines appended (a repeated key: the later one wins).
+    Loader and schema read this same text, so both see YAML 1.1's reading of plain values."""
+    out: list[str] = []
+    keep = True
+    for line in BASE.splitlines():
+        if line and not line.startswith(" "):
+            keep = line.split(":")[0] not in case.get("drop", ())
+        if keep:
+            out.append(line)
+    # BASE ends with nodes[0]'s keys, so these lines extend (or repeat) them.
+    out += [f"    {node_line}" for node_line in case.get("node", "").splitlines()]
+    return "\n".join(out) + "\n" + case.get("top", "") + "\n"
 
 
 # ---- the schema itself -------------------------------------------------------------------------
@@ -232,14 +237,20 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     },
     "ignored nginx_root_dir": {"top": "nginx_root_dir: /var/www"},
     "unknown keys": {"top": "something_new: 1", "node": "rack: A3"},
+    "dhcp off unquoted": {"top": "dhcp: {mode: off}"},
+    "reboot_strategy off unquoted": {"top": "coreos: {reboot_strategy: off}"},
+    "mac unquoted base 60": {"node": "mac: 12:34:56:12:34:56"},
+    "mac unquoted all digits": {"node": "mac: 001122334455"},
+    "hostname unquoted digits": {"node": "cur_host_name: 0123"},
+    "centos_version unquoted": {"top": "centos_version: 7.10"},
 }
 
 
 @pytest.mark.parametrize("case", list(ACCEPTED.values()), ids=list(ACCEPTED))
 def test_accepted_forms(validator: Draft202012Validator, case: dict[str, Any]) -> None:
-    doc = _doc(case)
-    load_cluster_text(yaml.safe_dump(doc))  # the loader accepts it ...
-    assert _errors(validator, doc) == []  # ... so the schema must
+    text = _text(case)
+    load_cluster_text(text)  # the loader accepts it ...
+    assert _errors(validator, yaml.safe_load(text)) == []  # ... so the schema must
 
 
 # ---- value forms the loader rejects, which the schema must reject too --------------------------
@@ -264,12 +275,13 @@ REJECTED: dict[str, dict[str, Any]] = {
     "coreos_version latest": {"top": "coreos_version: latest"},
     "reboot_strategy sometimes": {"top": "coreos: {reboot_strategy: sometimes}"},
     "image without reference": {"top": "images: {pause: }"},
+    "nodes empty": {"top": "nodes: []"},
 }
 
 
 @pytest.mark.parametrize("case", list(REJECTED.values()), ids=list(REJECTED))
 def test_rejected_forms(validator: Draft202012Validator, case: dict[str, Any]) -> None:
-    doc = _doc(case)
+    text = _text(case)
     with pytest.raises(ConfigError):
-        load_cluster_text(yaml.safe_dump(doc))
-    assert _errors(validator, doc) != []
+        load_cluster_text(text)
+    assert _errors(validator, yaml.safe_load(text)) != []
