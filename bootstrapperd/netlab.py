@@ -187,21 +187,21 @@ class NetLab:
     @staticmethod
     def _empty(ns: Namespace) -> None:
         """Stop whatever still runs inside one of our namespaces (daemonised clients, say)."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = subprocess.run(
+
+        def pids() -> list[str]:
+            listing = subprocess.run(
                 ["ip", "netns", "pids", ns.name], capture_output=True, text=True
-            ).stdout.split()
-            if not pids:
+            )
+            return listing.stdout.split()
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not (running := pids()):
                 return
-            for pid in pids:
+            for pid in running:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), sig)
             deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
-                if not subprocess.run(
-                    ["ip", "netns", "pids", ns.name], capture_output=True, text=True
-                ).stdout.split():
-                    return
+            while pids() and time.monotonic() < deadline:
                 time.sleep(0.05)
 
 

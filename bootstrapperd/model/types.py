@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 
 from .errors import Problem
@@ -165,46 +166,46 @@ class ClusterModel:
     # Derived once, in build; not given by callers.
     _by_mac: Mapping[str, Node] = field(default_factory=dict, repr=False, compare=False)
 
-    # ---- derived views -------------------------------------------------------------------
-    @property
+    # ---- derived views: computed on first use, then kept (the model never changes) ----------
+    @cached_property
     def masters(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.kube_master)
 
-    @property
+    @cached_property
     def etcd_members(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.etcd_member)
 
-    @property
+    @cached_property
     def etcd_initial_cluster(self) -> str:
         """etcd's ``--initial-cluster``: ``name=http://address:2380`` for every member."""
         return ",".join(f"{n.hostname}=http://{n.etcd_address}:2380" for n in self.etcd_members)
 
-    @property
+    @cached_property
     def etcd_client_endpoints(self) -> str:
         return ",".join(f"http://{n.etcd_address}:2379" for n in self.etcd_members)
 
-    @property
+    @cached_property
     def lease_infinite(self) -> bool:
         return self.lease_seconds is None
 
-    @property
+    @cached_property
     def static_addresses(self) -> Mapping[IPv4Address, Node]:
         return {n.ip: n for n in self.nodes if n.ip is not None}
 
-    @property
+    @cached_property
     def reserved_addresses(self) -> frozenset[IPv4Address]:
         """Addresses the pool must never hand out dynamically."""
         return frozenset({self.bootstrapper, *self.routers, *self.static_addresses})
 
-    @property
+    @cached_property
     def pool_free_size(self) -> int:
         return self.pool.size - sum(1 for a in self.reserved_addresses if a in self.pool)
 
-    @property
+    @cached_property
     def reverse_zones(self) -> tuple[str, ...]:
         return reverse_zones(self.network)
 
-    @property
+    @cached_property
     def apiserver_sans(self) -> ApiserverSANs:
         dns: list[str] = [
             "kubernetes",
