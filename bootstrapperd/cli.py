@@ -151,7 +151,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.bsroot is None:
         log.error("no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT")
         return EXIT_INVALID
-    path = Bsroot(args.bsroot).cluster_desc
+    bsroot = Bsroot(args.bsroot)
+    path = bsroot.cluster_desc
     try:
         holder = ModelHolder.load(path)
     except ConfigError as exc:
@@ -163,7 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     try:
         listen = resolve_listen(holder.model, args.interface, args.address, args.http_port)
-        return asyncio.run(run(holder, listen, args.grace_period, Notifier()))
+        return asyncio.run(run(holder, listen, args.grace_period, bsroot, Notifier()))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_INVALID

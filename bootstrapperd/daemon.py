@@ -8,26 +8,34 @@ SIGTERM/SIGINT stop accepting, let requests in flight finish up to the grace per
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
+import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from aiohttp import web
 
 from . import netif
+from .bsroot import Bsroot
+from .dhcp.backend import ModelBackend
+from .dhcp.leases import LeaseStore
+from .dhcp.service import DHCPService
 from .http import create_app
 from .model import ClusterModel
 from .model.holder import ModelHolder
 from .sdnotify import Notifier
+from .startup import StartupError, cannot_listen
+from .state import StateDB
+from .timeline import Timeline
+
+__all__ = ["Daemon", "Listen", "StartupError", "resolve_listen", "run"]
+
+STATE_DB = "bootstrapperd.db"
 
 log = logging.getLogger("bootstrapperd")
 http_log = logging.getLogger("bootstrapperd.http")
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -84,17 +92,48 @@ def resolve_listen(
 
 
 class Daemon:
-    """Owns the listeners. Protocol services plug in here as they are built."""
+    """Owns the services and their listeners: binds them all or none, stops them in order."""
 
-    def __init__(self, holder: ModelHolder, listen: Listen, grace_period: float) -> None:
+    def __init__(
+        self, holder: ModelHolder, listen: Listen, grace_period: float, bsroot: Bsroot
+    ) -> None:
         self.holder = holder
         self.listen = listen
         self.grace_period = grace_period
+        self.bsroot = bsroot
         self._runner: web.AppRunner | None = None
+        self._db: StateDB | None = None
+        self.dhcp: DHCPService | None = None
 
     async def start(self) -> None:
+        try:
+            self._db = StateDB(self.bsroot.state / STATE_DB)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(
+                f"state: cannot open {self.bsroot.state / STATE_DB}: {exc}"
+            ) from None
+        timeline = Timeline(self._db)
+        leases = LeaseStore(self._db)
+        backend = ModelBackend(
+            self.holder.model,
+            leases,
+            self.listen.address,
+            self.listen.http_port,
+            self.bsroot.tftpboot,
+            Counter(),
+        )
+        self.dhcp = DHCPService(self.holder, self.listen.interface, backend, self._db, timeline)
+        try:
+            self.dhcp.start()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        self.holder.subscribe(self._on_reload)
+
+    async def _start_http(self) -> None:
         runner = web.AppRunner(
-            create_app(self.holder),
+            create_app(self.holder, self.bsroot),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.grace_period,
@@ -105,10 +144,8 @@ class Daemon:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartupError(
-                f"http: cannot listen on {self.listen.address}:{self.listen.http_port}: "
-                f"{_explain(exc)}"
-            ) from None
+            where = f"{self.listen.address}:{self.listen.http_port}"
+            raise cannot_listen("http", where, exc) from None
         self._runner = runner
         http_log.info(
             "listening",
@@ -121,7 +158,6 @@ class Daemon:
                 }
             },
         )
-        self.holder.subscribe(self._on_reload)
 
     def _on_reload(self, old: ClusterModel, new: ClusterModel) -> None:
         if new.bootstrapper != old.bootstrapper or new.http_port != old.http_port:
@@ -135,23 +171,20 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.dhcp is not None:
+            await self.dhcp.stop()
+        if self._db is not None:
+            await asyncio.to_thread(self._db.close)
+            self._db = None
 
 
-def _explain(exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return "address already in use (another server is running on this port)"
-    if exc.errno == errno.EACCES:
-        return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "address not available on this machine"
-    return exc.strerror or str(exc)
-
-
-async def run(holder: ModelHolder, listen: Listen, grace_period: float, notifier: Notifier) -> int:
+async def run(
+    holder: ModelHolder, listen: Listen, grace_period: float, bsroot: Bsroot, notifier: Notifier
+) -> int:
     """Serve until SIGTERM/SIGINT. Raises StartupError before anything is served."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    daemon = Daemon(holder, listen, grace_period)
+    daemon = Daemon(holder, listen, grace_period, bsroot)
     await daemon.start()
 
     def reload() -> None:

@@ -6,10 +6,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # iproute2: network namespaces for the lab; curl: HTTP client in tests and the demo; the DHCP,
-# DNS and TFTP clients for the protocol tests; shellcheck for install.sh.
+# DNS and TFTP clients for the protocol tests; shellcheck for install.sh; dnsmasq-base (the second
+# DHCP server of the proxy-mode test, and the benchmarks' reference) and Kea with perfdhcp
+# (kea-admin) for the DHCP benchmark.
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
+  dnsmasq-base kea-admin kea-dhcp4-server
 )
 
 missing=()
@@ -21,8 +24,20 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
   "${SUDO[@]}" apt-get update -q
+  # Servers installed as test tools (kea) must not start on this machine's own interfaces:
+  # policy-rc.d forbids starting services for the duration of the install.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+    "${SUDO[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
+  status=0
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
-    "${missing[@]}"
+    "${missing[@]}" || status=$?
+  [ "$own_policy" = 0 ] || "${SUDO[@]}" rm -f "$policy"
+  [ "$status" = 0 ] || exit "$status"
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -7,9 +7,11 @@ import time
 from aiohttp import web
 
 from bootstrapperd import __version__
+from bootstrapperd.bsroot import Bsroot
 from bootstrapperd.model.holder import ModelHolder
 
 MODEL = web.AppKey("model", ModelHolder)
+BSROOT = web.AppKey("bsroot", Bsroot)
 STARTED_AT = web.AppKey("started_at", float)
 
 
@@ -34,14 +36,28 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def boot_binary(request: web.Request) -> web.StreamResponse:
+    """The iPXE binaries of ``tftpboot/`` over HTTP, for UEFI HTTP-boot firmware (the URL the
+    DHCP server gives it). Only plain files directly in ``tftpboot/``."""
+    name = request.match_info["name"]
+    if "/" in name or name.startswith(".") or "\0" in name:
+        raise web.HTTPNotFound()
+    path = request.app[BSROOT].tftpboot / name
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
+
+
 ROUTES = [
     web.get("/healthz", healthz),
+    web.get("/boot/{name}", boot_binary),
 ]
 
 
-def create_app(holder: ModelHolder) -> web.Application:
+def create_app(holder: ModelHolder, bsroot: Bsroot) -> web.Application:
     app = web.Application()
     app[MODEL] = holder
+    app[BSROOT] = bsroot
     app[STARTED_AT] = time.monotonic()
     app.add_routes(ROUTES)
     return app

@@ -230,6 +230,9 @@ class ClusterModel:
 
     def node(self, mac: str) -> Node | None:
         """The node with this MAC, in any spelling; None when the MAC is not in the model."""
+        found = self._by_mac.get(mac)  # already canonical: the common case, kept fast
+        if found is not None:
+            return found
         canon = canonical_mac(mac)
         return self._by_mac.get(canon) if canon is not None else None
 

@@ -1,0 +1,1 @@
+"""DHCP in the daemon: the model-backed policy, the lease table, the service wiring."""

@@ -1,0 +1,25 @@
+"""Start-up failures: one error type with a message that says why and what to do."""
+
+from __future__ import annotations
+
+import errno
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def cannot_listen(service: str, where: str, exc: OSError, hint: str = "") -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (another server is running on this port)"
+    elif exc.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EPERM:
+        reason = "operation not permitted (binding to an interface needs CAP_NET_RAW)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason = "address not available on this machine"
+    elif exc.errno == errno.ENODEV:
+        reason = "no such interface"
+    else:
+        reason = exc.strerror or str(exc)
+    return StartupError(f"{service}: cannot listen on {where}: {reason}{hint}")

@@ -1,0 +1,141 @@
+"""The daemon's durable state: one SQLite database under ``bsroot/state/`` (leases, boot events).
+
+Writes are queued in memory and committed in groups by one writer thread: ``await flush()``
+returns once everything queued before the call is on disk (WAL, ``synchronous=FULL``), so a
+burst of a thousand leases costs one fsync, not a thousand, and a reply that promises a lease
+is sent only after that lease would survive a crash or a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bootstrapperd.state")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    ip TEXT PRIMARY KEY,
+    mac TEXT NOT NULL,
+    state TEXT NOT NULL,
+    expires REAL,            -- NULL: infinite
+    client_id BLOB,
+    hostname TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_mac ON leases(mac);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL,
+    at REAL NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL     -- JSON object
+);
+CREATE INDEX IF NOT EXISTS events_mac ON events(mac, id);
+"""
+
+Statement = tuple[str, Sequence[Any]]
+IDLE_COMMIT = 0.2  # seconds a write nobody waits for may stay queued
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(SCHEMA)
+        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-writer")
+        self._pending: list[Statement] = []
+        self._queued = 0  # statements queued since start
+        self._durable = 0  # statements committed since start
+        self._inflight: asyncio.Future[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self.commits = 0
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read (at start-up, before writes begin, or from tests)."""
+        return self._conn.execute(sql, params).fetchall()
+
+    def write(self, sql: str, params: Sequence[Any]) -> None:
+        """Queue one statement for the next group commit (at the latest ``IDLE_COMMIT`` s away:
+        writes nobody waits for, such as a release or a boot event, still reach the disk)."""
+        self._pending.append((sql, params))
+        self._queued += 1
+        if self._idle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # not serving (start-up, tests): close() or flush() commits
+            self._idle = loop.call_later(IDLE_COMMIT, self._commit_idle)
+
+    def _commit_idle(self) -> None:
+        self._idle = None
+        if self._inflight is None and self._pending:
+            self._start_commit()
+
+    @property
+    def dirty(self) -> bool:
+        return self._durable < self._queued
+
+    async def flush(self) -> None:
+        """Return once every statement queued before this call is committed."""
+        target = self._queued
+        while self._durable < target:
+            if self._inflight is None:
+                self._start_commit()
+            assert self._inflight is not None
+            await asyncio.shield(self._inflight)
+
+    def _start_commit(self) -> None:
+        batch, self._pending = self._pending, []
+        upto = self._queued
+        future = asyncio.get_running_loop().run_in_executor(self._writer, self._commit, batch)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._inflight = None
+            error = None if f.cancelled() else f.exception()
+            if f.cancelled() or error is not None:
+                log.error("state commit failed, will retry: %s", error or "cancelled")
+                self._pending[:0] = batch  # retried by the next flush
+            else:
+                self._durable = upto
+                self.commits += 1
+
+        future.add_done_callback(done)
+        self._inflight = future
+
+    def _commit(self, batch: Iterable[Statement]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            for sql, params in batch:
+                conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Commit what is still queued (synchronously) and close."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._writer.shutdown(wait=True)
+        if self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                self._commit(batch)
+                self._durable = self._queued
+            except sqlite3.Error as exc:
+                log.error("could not write %d queued state changes: %s", len(batch), exc)
+        self._conn.close()

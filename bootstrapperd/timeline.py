@@ -1,0 +1,60 @@
+"""Boot timelines: what each machine did, in order (DHCP, TFTP, HTTP events), kept per MAC.
+
+The latest events of every machine are kept in memory for the status page and the API, and
+written to the state database with the next group commit so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .state import StateDB
+
+PER_MACHINE = 200  # events kept in memory for each MAC
+KEEP_ROWS = 100_000  # events kept in the database (the oldest are pruned at start)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    source: str  # dhcp | tftp | http
+    kind: str  # e.g. "offer", "ack", "boot-file", "ipxe-script"
+    detail: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "source": self.source, "kind": self.kind, **self.detail}
+
+
+class Timeline:
+    def __init__(self, db: StateDB) -> None:
+        self._db = db
+        self._events: dict[str, list[Event]] = {}
+        db.write("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (KEEP_ROWS,))
+        for mac, at, source, kind, detail in db.query(
+            "SELECT mac, at, source, kind, detail FROM events ORDER BY id"
+        ):
+            self._keep(mac, Event(at, source, kind, json.loads(detail)))
+
+    def record(self, mac: str, at: float, source: str, kind: str, **detail: Any) -> Event:
+        event = Event(at, source, kind, detail)
+        self._keep(mac, event)
+        self._db.write(
+            "INSERT INTO events (mac, at, source, kind, detail) VALUES (?, ?, ?, ?, ?)",
+            (mac, at, source, kind, json.dumps(detail, default=str, separators=(",", ":"))),
+        )
+        return event
+
+    def _keep(self, mac: str, event: Event) -> None:
+        events = self._events.setdefault(mac, [])
+        events.append(event)
+        if len(events) > 2 * PER_MACHINE:
+            del events[:-PER_MACHINE]
+
+    def of(self, mac: str) -> tuple[Event, ...]:
+        return tuple(self._events.get(mac, ())[-PER_MACHINE:])
+
+    def machines(self) -> Iterator[str]:
+        return iter(self._events)

@@ -1,0 +1,206 @@
+"""The DHCP endpoint: one UDP socket on one interface, decode → server → encode → send.
+
+Reads with ``recvmsg`` straight from the loop's reader callback (draining what is queued) so
+that the interface each datagram came in on is known (IP_PKTINFO). Replies that grant a lease
+are held until the backend's lease writes are committed — one commit for every ACK that piled
+up meanwhile — and only then sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Address
+
+from protocols.errors import MalformedPacket
+
+from .packet import Packet, parse, serialize
+from .server import BROADCAST, Destination, DHCPServer, Outcome
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SIOCSARP = 0x8955
+ATF_COM = 0x02
+ARPHRD_ETHER = 1
+MAX_DATAGRAM = 4096
+DRAIN = 64  # datagrams read per wake-up before yielding to the loop
+_PKTINFO = struct.Struct("=i4s4s")
+
+
+def open_socket(interface: str, port: int) -> socket.socket:
+    """A UDP socket on ``port`` that sees broadcasts and traffic of ``interface`` only."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DHCPEndpoint:
+    def __init__(
+        self,
+        server: DHCPServer,
+        sock: socket.socket,
+        *,
+        interface: str,
+        port: int,
+        flush: Callable[[], Awaitable[None]],
+        observe: Callable[[Outcome, Packet], None],
+        counters: Counter[str],
+        logger: logging.Logger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.interface = interface
+        self.ifindex = socket.if_nametoindex(interface)
+        self.port = port
+        self._flush = flush
+        self._observe = observe
+        self.counters = counters
+        self.log = logger
+        self._clock = clock
+        self._held: list[tuple[bytes, Destination]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arp_failed = False
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    async def close(self) -> None:
+        """Stop reading; send what is waiting for its commit; close the socket."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        if self._flusher is not None:
+            await self._flusher
+        self.sock.close()
+
+    def _readable(self) -> None:
+        for _ in range(DRAIN):
+            try:
+                data, ancdata, _flags, peer = self.sock.recvmsg(
+                    MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.counters["receive_errors"] += 1
+                self.log.debug("receive failed: %s", exc)
+                return
+            if self._arrived_elsewhere(ancdata):
+                self.counters["dropped_wrong_interface"] += 1
+                continue
+            self._datagram(data, peer)
+
+    def _arrived_elsewhere(self, ancdata: list[tuple[int, int, bytes]]) -> bool:
+        for level, kind, payload in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= _PKTINFO.size:
+                return bool(_PKTINFO.unpack_from(payload)[0] != self.ifindex)
+        return False
+
+    def _datagram(self, data: bytes, peer: tuple[str, int]) -> None:
+        self.counters["received"] += 1
+        try:
+            request = parse(data)
+            outcome = self.server.handle(request, self._clock(), self.port)
+        except MalformedPacket as exc:
+            self.counters["malformed"] += 1
+            self.log.debug("malformed packet from %s:%s dropped: %s", peer[0], peer[1], exc)
+            return
+        except Exception:
+            self.counters["errors"] += 1
+            self.log.exception("error handling a packet from %s:%s", peer[0], peer[1])
+            return
+        if outcome is None:
+            self.counters["ignored"] += 1
+            return
+        self.counters[f"in_{outcome.request.name.lower()}"] += 1
+        try:
+            self._observe(outcome, request)
+        except Exception:
+            self.log.exception("observer failed")
+        if outcome.reply is None or outcome.destination is None:
+            return
+        try:
+            wire = serialize(outcome.reply, request.max_message_size or 576)
+        except (ValueError, MalformedPacket) as exc:
+            self.counters["errors"] += 1
+            self.log.warning("reply to %s not sent: %s", request.mac, exc)
+            return
+        kind = outcome.reply_type
+        self.counters[f"out_{kind.name.lower() if kind else 'reply'}"] += 1
+        if outcome.durable:
+            self._hold(wire, outcome.destination)
+        else:
+            self._send(wire, outcome.destination)
+
+    def _hold(self, wire: bytes, destination: Destination) -> None:
+        self._held.append((wire, destination))
+        if self._flusher is None and self._loop is not None:
+            self._flusher = self._loop.create_task(self._commit_and_send())
+
+    async def _commit_and_send(self) -> None:
+        try:
+            while self._held:
+                batch, self._held = self._held, []
+                try:
+                    await self._flush()
+                except Exception:
+                    self.counters["commit_failed"] += len(batch)
+                    self.log.exception("lease commit failed: %d replies not sent", len(batch))
+                    continue
+                for wire, destination in batch:
+                    self._send(wire, destination)
+        finally:
+            self._flusher = None
+
+    def _send(self, wire: bytes, destination: Destination) -> None:
+        address = destination.address
+        if destination.mac is not None and not self._teach_arp(address, destination.mac):
+            address = BROADCAST
+        try:
+            self.sock.sendto(wire, (str(address), destination.port))
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.warning("send to %s:%s failed: %s", address, destination.port, exc)
+
+    def _teach_arp(self, address: IPv4Address, mac: bytes) -> bool:
+        """Tell the kernel the client's MAC for the address it is being offered, so the reply
+        can be unicast before the client can answer ARP (what dnsmasq and ISC dhcpd do)."""
+        if len(mac) != 6:
+            return False
+        request = struct.pack(
+            "=H2s4s8sH14si16s16s",
+            socket.AF_INET,
+            b"",
+            address.packed,
+            b"",
+            ARPHRD_ETHER,
+            mac,
+            ATF_COM,
+            b"",
+            self.interface.encode(),
+        )
+        try:
+            fcntl.ioctl(self.sock.fileno(), SIOCSARP, request)
+        except OSError as exc:
+            if not self._arp_failed:
+                self.log.warning("cannot set ARP entries (%s): unicast replies are broadcast", exc)
+                self._arp_failed = True
+            return False
+        return True
