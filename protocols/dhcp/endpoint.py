@@ -117,7 +117,8 @@ class DHCPEndpoint:
         self.counters["received"] += 1
         try:
             request = parse(data)
-            outcome = self.server.handle(request, self._clock(), self.port)
+            source = (IPv4Address(peer[0]), peer[1])
+            outcome = self.server.handle(request, self._clock(), self.port, source)
         except MalformedPacket as exc:
             self.counters["malformed"] += 1
             self.log.debug("malformed packet from %s:%s dropped: %s", peer[0], peer[1], exc)

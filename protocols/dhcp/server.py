@@ -147,8 +147,15 @@ class DHCPServer:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    def handle(self, request: Packet, now: float, port: int = SERVER_PORT) -> Outcome | None:
-        """Decide what to do with one request. None: not for us (no log line warranted)."""
+    def handle(
+        self,
+        request: Packet,
+        now: float,
+        port: int = SERVER_PORT,
+        source: tuple[IPv4Address, int] | None = None,
+    ) -> Outcome | None:
+        """Decide what to do with one request that arrived on ``port`` from ``source``.
+        None: not for us (no log line warranted)."""
         if request.op != BOOTREQUEST:
             return None
         kind = request.message_type
@@ -157,7 +164,7 @@ class DHCPServer:
         if not self.backend.admit(request):
             return Outcome(kind, note="ignored: machine not admitted")
         if self.backend.settings.mode is Mode.PROXY:
-            return self._proxy(request, kind, port)
+            return self._proxy(request, kind, port, source)
         if port != SERVER_PORT:
             return None
         handler = _HANDLERS.get(kind)
@@ -249,7 +256,13 @@ class DHCPServer:
 
     # ---- proxy mode (PXE boot information only, RFC 4578 / PXE 2.1) --------------------------
 
-    def _proxy(self, request: Packet, kind: MessageType, port: int) -> Outcome | None:
+    def _proxy(
+        self,
+        request: Packet,
+        kind: MessageType,
+        port: int,
+        source: tuple[IPv4Address, int] | None,
+    ) -> Outcome | None:
         vendor = request.vendor_class or b""
         if not vendor.startswith((b"PXEClient", b"HTTPClient")):
             return None
@@ -262,9 +275,10 @@ class DHCPServer:
             return Outcome(kind, note="no boot file for this client")
         reply_type = MessageType.OFFER if kind is MessageType.DISCOVER else MessageType.ACK
         reply = self._reply(request, reply_type, None, boot, proxy=True)
-        if port == PXE_PORT:
-            source = request.ciaddr if request.ciaddr != UNSPECIFIED else BROADCAST
-            destination = Destination(source, CLIENT_PORT if source == BROADCAST else PXE_PORT)
+        if port == PXE_PORT and source is not None and source[0] != UNSPECIFIED:
+            destination = Destination(*source)  # PXE 2.1: back to the client's source port
+        elif port == PXE_PORT and request.ciaddr != UNSPECIFIED:
+            destination = Destination(request.ciaddr, PXE_PORT)
         else:
             destination = self._destination(request, reply)
         return Outcome(kind, reply, destination, boot=boot, extra={"proxy": True})

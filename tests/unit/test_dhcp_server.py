@@ -474,3 +474,6 @@ def test_proxy_mode_answers_pxe_clients_with_boot_information_only(make: Factory
     assert ack.reply.file == b"ipxe.efi"
     assert ack.destination is not None
     assert (ack.destination.address, ack.destination.port) == (IPv4Address("10.77.0.150"), 4011)
+    from_port_68 = lab.server.handle(boot_request, T0, PXE_PORT, (IPv4Address("10.77.0.150"), 68))
+    assert from_port_68 is not None and from_port_68.destination is not None
+    assert from_port_68.destination.port == 68  # PXE 2.1: the client's source port
