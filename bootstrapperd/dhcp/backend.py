@@ -19,7 +19,7 @@ from protocols.dhcp.options import Opt, encode_ip, encode_ips, encode_str
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import Boot, Mode, Settings, Verdict
 
-from ..model import ClusterModel
+from ..model import ClusterModel, hostname_from_mac
 from ..model.types import DHCPMode, UnknownMachines
 from .boot import BootPolicy
 from .leases import LeaseStore
@@ -67,6 +67,7 @@ class ModelBackend:
     def use(self, model: ClusterModel) -> None:
         """Serve from ``model`` from now on (start and reload); leases are kept."""
         self.model = model
+        self._nodes = model.nodes_by_mac  # packets give canonical MACs: no re-spelling needed
         self._settings = settings_for(model, self.server_id)
         port = "" if self.http_port == 80 else f":{self.http_port}"
         self._boot = BootPolicy(self.server_id, f"http://{self.server_id}{port}", self.tftpboot)
@@ -84,11 +85,11 @@ class ModelBackend:
 
     def admit(self, request: Packet) -> bool:
         if self.model.dhcp.unknown_machines is UnknownMachines.IGNORE:
-            return self.model.node(request.mac) is not None
+            return request.mac in self._nodes
         return True
 
     def _static(self, mac: str) -> IPv4Address | None:
-        node = self.model.node(mac)
+        node = self._nodes.get(mac)
         return node.ip if node is not None else None
 
     def _usable(self, ip: IPv4Address, mac: str, now: float) -> bool:
@@ -165,11 +166,13 @@ class ModelBackend:
         return True
 
     def host_options(self, request: Packet) -> Mapping[int, bytes]:
-        try:
-            hostname = self.model.hostname_for_mac(request.mac)
-        except ValueError:  # not an Ethernet address: no name to give
-            return {}
-        return {Opt.HOSTNAME: encode_str(hostname)}
+        mac = request.mac
+        node = self._nodes.get(mac)
+        if node is not None:
+            return {Opt.HOSTNAME: encode_str(node.hostname)}
+        if len(request.chaddr) != 6:
+            return {}  # not an Ethernet address: no name to give
+        return {Opt.HOSTNAME: encode_str(hostname_from_mac(mac))}
 
     def boot(self, request: Packet) -> Boot | None:
         return self._boot.choose(request)

@@ -8,8 +8,9 @@ import time
 from collections import Counter
 
 from protocols.dhcp.endpoint import DHCPEndpoint, open_socket
+from protocols.dhcp.options import MessageType
 from protocols.dhcp.packet import Packet
-from protocols.dhcp.server import PXE_PORT, SERVER_PORT, DHCPServer, Mode, Outcome
+from protocols.dhcp.server import PXE_PORT, SERVER_PORT, UNSPECIFIED, DHCPServer, Outcome
 
 from ..model import ClusterModel
 from ..model.holder import ModelHolder
@@ -90,33 +91,27 @@ class DHCPService:
         self.backend.use(new)
 
     def _observe(self, outcome: Outcome, request: Packet) -> None:
+        """One log line and one timeline event per transaction."""
         mac = request.mac
         kind = outcome.reply_type or outcome.request
-        boot = outcome.boot
-        fields: dict[str, object] = {
-            "type": outcome.request.name,
-            "mac": mac,
-            "xid": f"{request.xid:08x}",
-        }
-        if outcome.reply is not None and outcome.reply_type is not None:
-            fields["reply"] = outcome.reply_type.name
+        detail: dict[str, object] = {"xid": f"{request.xid:08x}"}
+        if outcome.reply_type is not None:
+            detail["request"] = outcome.request.name
         if outcome.address is not None:
-            fields["ip"] = outcome.address
-        if boot is not None:
-            fields["boot_file"] = boot.file
-        firmware = firmware_of(request)
-        if firmware is not None:
-            fields["firmware"] = str(firmware)
-        if request.giaddr.packed != b"\0\0\0\0":
-            fields["relay"] = request.giaddr
-        fields.update(outcome.extra)
+            detail["ip"] = str(outcome.address)
+        if outcome.boot is not None:
+            detail["boot_file"] = outcome.boot.file
+            firmware = firmware_of(request)
+            if firmware is not None:
+                detail["firmware"] = str(firmware)
+        if request.giaddr != UNSPECIFIED:
+            detail["relay"] = str(request.giaddr)
+        detail.update(outcome.extra)
         if outcome.note:
-            fields["note"] = outcome.note
-        if self.backend.settings.mode is Mode.PROXY:
-            fields["proxy"] = True
-        level = logging.WARNING if kind.name == "NAK" else logging.INFO
-        log.log(level, "%s", kind.name, extra={"fields": fields})
-        detail = {k: v for k, v in fields.items() if k not in ("mac", "type")}
+            detail["note"] = outcome.note
+        level = logging.WARNING if kind is MessageType.NAK else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s", kind.name, extra={"fields": {"mac": mac, **detail}})
         self.timeline.record(mac, time.time(), "dhcp", kind.name.lower(), **detail)
 
     async def stop(self) -> None:

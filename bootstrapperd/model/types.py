@@ -228,6 +228,11 @@ class ClusterModel:
                 dns.append(entry)
         return ApiserverSANs(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
 
+    @property
+    def nodes_by_mac(self) -> Mapping[str, Node]:
+        """Nodes keyed by canonical MAC (lowercase, colon-separated)."""
+        return self._by_mac
+
     def node(self, mac: str) -> Node | None:
         """The node with this MAC, in any spelling; None when the MAC is not in the model."""
         found = self._by_mac.get(mac)  # already canonical: the common case, kept fast

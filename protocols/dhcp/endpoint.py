@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 from protocols.errors import MalformedPacket
 
 from .packet import Packet, parse, serialize
-from .server import BROADCAST, Destination, DHCPServer, Outcome
+from .server import BROADCAST, SERVER_PORT, Destination, DHCPServer, Outcome
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SIOCSARP = 0x8955
@@ -117,7 +117,7 @@ class DHCPEndpoint:
         self.counters["received"] += 1
         try:
             request = parse(data)
-            source = (IPv4Address(peer[0]), peer[1])
+            source = None if self.port == SERVER_PORT else (IPv4Address(peer[0]), peer[1])
             outcome = self.server.handle(request, self._clock(), self.port, source)
         except MalformedPacket as exc:
             self.counters["malformed"] += 1

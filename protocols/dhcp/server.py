@@ -132,15 +132,12 @@ class Outcome:
     request: MessageType
     reply: Packet | None = None
     destination: Destination | None = None
+    reply_type: MessageType | None = None
     durable: bool = False  # send only after the backend's pending lease writes are committed
     address: IPv4Address | None = None
     boot: Boot | None = None
     note: str = ""
     extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def reply_type(self) -> MessageType | None:
-        return None if self.reply is None else self.reply.message_type
 
 
 class DHCPServer:
@@ -186,6 +183,7 @@ class DHCPServer:
             MessageType.DISCOVER,
             reply,
             self._destination(request, reply),
+            MessageType.OFFER,
             address=address,
             boot=boot,
         )
@@ -219,6 +217,7 @@ class DHCPServer:
             MessageType.REQUEST,
             reply,
             self._destination(request, reply),
+            MessageType.ACK,
             durable=True,
             address=address,
             boot=boot,
@@ -250,6 +249,7 @@ class DHCPServer:
             MessageType.INFORM,
             reply,
             self._destination(request, reply),
+            MessageType.ACK,
             address=request.ciaddr,
             boot=boot,
         )
@@ -281,7 +281,7 @@ class DHCPServer:
             destination = Destination(request.ciaddr, PXE_PORT)
         else:
             destination = self._destination(request, reply)
-        return Outcome(kind, reply, destination, boot=boot, extra={"proxy": True})
+        return Outcome(kind, reply, destination, reply_type, boot=boot, extra={"proxy": True})
 
     # ---- building replies --------------------------------------------------------------------
 
@@ -321,9 +321,10 @@ class DHCPServer:
         if not proxy:
             options[Opt.SUBNET_MASK] = settings.options[Opt.SUBNET_MASK]
             wanted = request.parameter_requests or DEFAULT_REQUESTS
-            offered = {**settings.options, **self.backend.host_options(request)}
+            subnet = settings.options
+            host = self.backend.host_options(request)
             for code in wanted:
-                payload = offered.get(code)
+                payload = host.get(code) or subnet.get(code)
                 if payload is not None and code not in options:
                     options[code] = payload
         if boot is not None:
@@ -374,6 +375,7 @@ class DHCPServer:
             MessageType.REQUEST,
             reply,
             self._destination(request, reply),
+            MessageType.NAK,
             address=address,
             note=reason,
         )
@@ -384,7 +386,7 @@ class DHCPServer:
         the client's hardware address and the address being offered."""
         if request.giaddr != UNSPECIFIED:
             return Destination(request.giaddr, SERVER_PORT)
-        if reply.message_type is MessageType.NAK:
+        if reply.options.get(Opt.MESSAGE_TYPE) == _NAK:
             return Destination(BROADCAST, CLIENT_PORT)
         if request.ciaddr != UNSPECIFIED:
             return Destination(request.ciaddr, CLIENT_PORT)
@@ -393,6 +395,7 @@ class DHCPServer:
         return Destination(reply.yiaddr, CLIENT_PORT, mac=request.chaddr)
 
 
+_NAK = bytes((MessageType.NAK,))
 _HANDLERS = {
     MessageType.DISCOVER: DHCPServer._discover,
     MessageType.REQUEST: DHCPServer._request,
