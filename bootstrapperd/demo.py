@@ -1,10 +1,11 @@
 """``bootstrapperd demo``: check the bundled example, then serve it inside a private network lab.
 
 The lab is two network namespaces joined by a veth pair: the bootstrapper side holds the
-example's ``bootstrapper`` address, the machine side a spare address of the same subnet. The
-tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → ``/healthz`` from the
-machine side → reload with SIGHUP → a broken reload that is refused → SIGTERM. Everything is
-removed at the end, or on Ctrl-C.
+example's ``bootstrapper`` address; the machine side wears the MAC of one of the example's
+nodes and gets its address, hostname and the rest from the daemon's DHCP (busybox ``udhcpc``).
+The tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → a DHCP lease on
+the machine side → ``/healthz`` from there → reload with SIGHUP → a broken reload that is
+refused → SIGTERM. Everything is removed at the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO
 
-from .model import ClusterModel, ConfigError, load_cluster_file
+from .model import ClusterModel, ConfigError, DHCPMode, load_cluster_file
 from .netlab import LabError, Namespace, NetLab, unavailable_reason, wait_for_http
 from .pack import init_bsroot
 from .resources import example_cluster
@@ -39,6 +40,29 @@ def _spare_address(model: ClusterModel) -> IPv4Address:
         if host not in taken and host not in model.pool:
             return host
     raise LabError(f"no spare address left in {model.network} for the demo's client side")
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+case "$1" in bound|renew)
+  ip addr flush dev "$interface" scope global
+  ip addr add "$ip/${mask:-24}" dev "$interface"
+  echo "lease ip=$ip hostname=$hostname router=$router dns=$dns domain=$domain lease=${lease}s";;
+esac
+exit 0
+"""
+
+
+def _dhcp_lease(cli: Namespace, workdir: Path, interface: str) -> str:
+    """Ask the daemon for a lease with busybox udhcpc, as a machine would; what it got."""
+    script = workdir / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-t", "5", "-T", "1"]
+    result = cli.run([*argv, "-i", interface, "-s", str(script)], timeout=30)
+    leases = [line for line in result.stdout.splitlines() if line.startswith("lease ")]
+    if result.returncode != 0 or not leases:
+        raise LabError(f"udhcpc got no lease: {result.stderr.strip() or result.stdout.strip()}")
+    return leases[-1]
 
 
 def _relay(stream: IO[bytes], prefix: str) -> threading.Thread:
@@ -75,25 +99,31 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
     bsroot = init_bsroot(source, workdir / "bsroot")
     say(f"\n== bootstrapperd-pack wrote {bsroot.root}")
     prefix = model.network.prefixlen
-    client_ip = _spare_address(model)
+    use_dhcp = model.dhcp.mode is DHCPMode.FULL and bool(model.nodes)
+    client_ip = None if use_dhcp else _spare_address(model)
     interrupted = False
     try:
         with NetLab() as lab:
             srv = lab.namespace("srv")
             cli = lab.namespace("cli")
-            lab.veth(
-                srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}", f"{client_ip}/{prefix}"
-            )
-            say(
-                f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} "
-                f"(node0 {client_ip})"
-            )
+            client_address = None if client_ip is None else f"{client_ip}/{prefix}"
+            lab.veth(srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}", client_address)
+            machine = "node0 " + (str(client_ip) if client_ip else "(address from DHCP)")
+            if use_dhcp:
+                node = next((n for n in model.nodes if n.ip is not None), model.nodes[-1])
+                cli.ip("link", "set", "node0", "address", node.mac)
+                machine = f"node0 {node.mac}, {node.hostname} in the model, address from DHCP"
+            say(f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} ({machine})")
             argv = [sys.executable, "-m", "bootstrapperd", "serve", "--bsroot", str(bsroot.root)]
             say(f"== {srv.name}$ bootstrapperd serve --bsroot {bsroot.root}")
             daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             assert daemon.stdout is not None
             relay = _relay(daemon.stdout, "   daemon | ")
             url = f"http://{model.bootstrapper}:{model.http_port}/healthz"
+            if use_dhcp:
+                wait_for_http(srv, url)
+                say(f"== {cli.name}$ udhcpc -i node0")
+                say(f"   {_dhcp_lease(cli, workdir, 'node0')}")
             say(f"== {cli.name}$ curl {url}\n{wait_for_http(cli, url)}")
             if hold:
                 say("\nserving; press Ctrl-C to stop and tear the lab down")

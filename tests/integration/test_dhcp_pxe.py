@@ -228,3 +228,16 @@ def test_malformed_packets_are_dropped_counted_and_service_goes_on(
         timeout=30,
     )
     assert any(e["reason"] == "bound" for e in events(log)), result.stderr
+
+
+def test_other_interfaces_are_never_answered(
+    netlab: NetLab, lab: tuple[DHCPLab, DaemonProcess]
+) -> None:
+    dhcp_lab, daemon = lab
+    side = netlab.namespace("side")
+    netlab.veth(dhcp_lab.srv, "bs1", side, "node1", "10.66.0.1/24", None)
+    argv = [sys.executable, str(PROBE), "node1", "1.5", frame("52:54:00:00:06:01").hex()]
+    result = side.run(argv, timeout=30, check=True)
+    assert json.loads(result.stdout) == []
+    assert "52:54:00:00:06:01" not in daemon.output
+    assert Probe(dhcp_lab).reply(frame("52:54:00:00:06:02"))  # bs0 still answers

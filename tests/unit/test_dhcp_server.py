@@ -477,3 +477,17 @@ def test_proxy_mode_answers_pxe_clients_with_boot_information_only(make: Factory
     from_port_68 = lab.server.handle(boot_request, T0, PXE_PORT, (IPv4Address("10.77.0.150"), 68))
     assert from_port_68 is not None and from_port_68.destination is not None
     assert from_port_68.destination.port == 68  # PXE 2.1: the client's source port
+
+
+def test_reload_keeps_leases_and_applies_new_reservations(make: Factory) -> None:
+    lab = make()
+    address = lab.bind(STRANGER)
+    newcomer = '  - mac: "52:54:00:aa:00:02"\n    cur_host_name: "worker9"\n    ip: 10.77.0.20\n'
+    lab.backend.use(load_cluster_text(EXAMPLE_TEXT + newcomer))
+    assert lab.leases.holder(address, T0) == STRANGER
+    renew = lab.handle(request(MessageType.REQUEST, STRANGER, ciaddr=str(address)), T0 + 60)
+    assert renew.reply_type is MessageType.ACK
+    offer = lab.handle(request(MessageType.DISCOVER, OTHER), T0 + 60)
+    assert offer.reply is not None
+    assert offer.address == IPv4Address("10.77.0.20")
+    assert offer.reply.options[Opt.HOSTNAME] == b"worker9"
