@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,8 @@ class StateDB:
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            for sql, params in batch:
-                conn.execute(sql, params)
+            for sql, rows in _runs(batch):
+                conn.executemany(sql, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -139,3 +139,13 @@ class StateDB:
             except sqlite3.Error as exc:
                 log.error("could not write %d queued state changes: %s", len(batch), exc)
         self._conn.close()
+
+
+def _runs(batch: Iterable[Statement]) -> Iterator[tuple[str, list[Sequence[Any]]]]:
+    """The batch as one ``executemany`` per distinct statement, in order of first appearance;
+    each statement's rows keep their order. (The daemon's statements touch either one lease
+    row or append one event, so statements of different text never depend on each other.)"""
+    runs: dict[str, list[Sequence[Any]]] = {}
+    for sql, params in batch:
+        runs.setdefault(sql, []).append(params)
+    return iter(runs.items())

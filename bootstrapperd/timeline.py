@@ -15,14 +15,23 @@ from .state import StateDB
 
 PER_MACHINE = 200  # events kept in memory for each MAC
 KEEP_ROWS = 100_000  # events kept in the database (the oldest are pruned at start)
+_INSERT = "INSERT INTO events (mac, at, source, kind, detail) VALUES (?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One step of a machine's boot. The detail is kept as its JSON text (what the database
+    stores): tens of thousands of machines' timelines stay small in memory."""
+
     at: float
     source: str  # dhcp | tftp | http
     kind: str  # e.g. "offer", "ack", "boot-file", "ipxe-script"
-    detail: Mapping[str, Any]
+    detail_json: str
+
+    @property
+    def detail(self) -> Mapping[str, Any]:
+        detail: dict[str, Any] = json.loads(self.detail_json)
+        return detail
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "source": self.source, "kind": self.kind, **self.detail}
@@ -36,15 +45,12 @@ class Timeline:
         for mac, at, source, kind, detail in db.query(
             "SELECT mac, at, source, kind, detail FROM events ORDER BY id"
         ):
-            self._keep(mac, Event(at, source, kind, json.loads(detail)))
+            self._keep(mac, Event(at, source, kind, detail))
 
     def record(self, mac: str, at: float, source: str, kind: str, **detail: Any) -> Event:
-        event = Event(at, source, kind, detail)
+        event = Event(at, source, kind, json.dumps(detail, default=str, separators=(",", ":")))
         self._keep(mac, event)
-        self._db.write(
-            "INSERT INTO events (mac, at, source, kind, detail) VALUES (?, ?, ?, ?, ?)",
-            (mac, at, source, kind, json.dumps(detail, default=str, separators=(",", ":"))),
-        )
+        self._db.write(_INSERT, (mac, at, source, kind, event.detail_json))
         return event
 
     def _keep(self, mac: str, event: Event) -> None:

@@ -40,7 +40,6 @@ def open_socket(interface: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
     except BaseException:
@@ -91,20 +90,27 @@ class DHCPEndpoint:
         self.sock.close()
 
     def _readable(self) -> None:
+        """Read what is queued (up to DRAIN datagrams), then answer REQUESTs before DISCOVERs:
+        under overload, exchanges already begun are completed before new ones start."""
+        batch: list[tuple[bytes, tuple[str, int]]] = []
         for _ in range(DRAIN):
             try:
                 data, ancdata, _flags, peer = self.sock.recvmsg(
                     MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size)
                 )
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 self.counters["receive_errors"] += 1
                 self.log.debug("receive failed: %s", exc)
-                return
+                break
             if self._arrived_elsewhere(ancdata):
                 self.counters["dropped_wrong_interface"] += 1
                 continue
+            batch.append((data, peer))
+        if len(batch) > 1:
+            batch.sort(key=_discover_last)
+        for data, peer in batch:
             self._datagram(data, peer)
 
     def _arrived_elsewhere(self, ancdata: list[tuple[int, int, bytes]]) -> bool:
@@ -205,3 +211,11 @@ class DHCPEndpoint:
                 self._arp_failed = True
             return False
         return True
+
+
+def _discover_last(item: tuple[bytes, tuple[str, int]]) -> bool:
+    """Sort key: True (after the rest) for a DISCOVER."""
+    return _DISCOVER in item[0][240:]
+
+
+_DISCOVER = bytes((53, 1, 1))
