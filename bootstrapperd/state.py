@@ -9,6 +9,7 @@ is sent only after that lease would survive a crash or a power cut.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +26,7 @@ CREATE TABLE IF NOT EXISTS leases (
     mac TEXT NOT NULL,
     state TEXT NOT NULL,
     expires REAL,            -- NULL: infinite
-    client_id BLOB,
+    client_id TEXT,          -- hex
     hostname TEXT,
     updated REAL NOT NULL
 );
@@ -60,11 +61,30 @@ class StateDB:
         self._durable = 0  # statements committed since start
         self._inflight: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._bulk_sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._bulk: set[str] = set()
         self.commits = 0
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read (at start-up, before writes begin, or from tests)."""
         return self._conn.execute(sql, params).fetchall()
+
+    def insert(
+        self, table: str, columns: Sequence[str], row: Sequence[Any], *, replace: bool = False
+    ) -> None:
+        """Queue one row for ``table`` (JSON-representable values). All the rows of a commit
+        go to SQLite as one statement over one JSON array: the writer thread then gives the
+        GIL back a handful of times per commit, not once per row (when the event loop keeps
+        the GIL busy, each hand-back costs up to a switch interval)."""
+        key = (table, tuple(columns), replace)
+        sql = self._bulk_sql.get(key)
+        if sql is None:
+            picks = ", ".join(f"value->>{i}" for i in range(len(columns)))
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
+            sql = f"{verb} INTO {table} ({', '.join(columns)}) SELECT {picks} FROM json_each(?)"
+            self._bulk_sql[key] = sql
+            self._bulk.add(sql)
+        self.write(sql, row)
 
     def write(self, sql: str, params: Sequence[Any]) -> None:
         """Queue one statement for the next group commit (at the latest ``IDLE_COMMIT`` s away:
@@ -119,7 +139,10 @@ class StateDB:
         conn.execute("BEGIN")
         try:
             for sql, rows in _runs(batch):
-                conn.executemany(sql, rows)
+                if sql in self._bulk:
+                    conn.execute(sql, (json.dumps(rows),))
+                else:
+                    conn.executemany(sql, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -15,7 +15,7 @@ from .state import StateDB
 
 PER_MACHINE = 200  # events kept in memory for each MAC
 KEEP_ROWS = 100_000  # events kept in the database (the oldest are pruned at start)
-_INSERT = "INSERT INTO events (mac, at, source, kind, detail) VALUES (?, ?, ?, ?, ?)"
+_COLUMNS = ("mac", "at", "source", "kind", "detail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Timeline:
     def record(self, mac: str, at: float, source: str, kind: str, **detail: Any) -> Event:
         event = Event(at, source, kind, json.dumps(detail, default=str, separators=(",", ":")))
         self._keep(mac, event)
-        self._db.write(_INSERT, (mac, at, source, kind, event.detail_json))
+        self._db.insert("events", _COLUMNS, (mac, at, source, kind, event.detail_json))
         return event
 
     def _keep(self, mac: str, event: Event) -> None:

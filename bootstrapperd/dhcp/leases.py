@@ -45,10 +45,7 @@ class Lease:
         return float("inf") if self.expires is None else self.expires
 
 
-_UPSERT = (
-    "INSERT OR REPLACE INTO leases (ip, mac, state, expires, client_id, hostname, updated) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_COLUMNS = ("ip", "mac", "state", "expires", "client_id", "hostname", "updated")
 
 
 class LeaseStore:
@@ -62,9 +59,9 @@ class LeaseStore:
             "ORDER BY updated"
         )
         for ip, mac, state, expires, client_id, hostname, updated in rows:
-            lease = Lease(
-                IPv4Address(ip), mac, LeaseState(state), expires, client_id, hostname, updated
-            )
+            client = bytes.fromhex(client_id) if client_id else None
+            state = LeaseState(state)
+            lease = Lease(IPv4Address(ip), mac, state, expires, client, hostname, updated)
             self._index(lease)
 
     def __len__(self) -> int:
@@ -168,15 +165,13 @@ class LeaseStore:
             heapq.heapify(self._ended)
 
     def _persist(self, lease: Lease) -> None:
-        self._db.write(
-            _UPSERT,
-            (
-                str(lease.ip),
-                lease.mac,
-                str(lease.state),
-                lease.expires,
-                lease.client_id,
-                lease.hostname,
-                lease.updated,
-            ),
+        row = (
+            str(lease.ip),
+            lease.mac,
+            str(lease.state),
+            lease.expires,
+            lease.client_id.hex() if lease.client_id else None,
+            lease.hostname,
+            lease.updated,
         )
+        self._db.insert("leases", _COLUMNS, row, replace=True)

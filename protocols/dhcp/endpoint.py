@@ -28,7 +28,9 @@ SIOCSARP = 0x8955
 ATF_COM = 0x02
 ARPHRD_ETHER = 1
 MAX_DATAGRAM = 4096
-DRAIN = 64  # datagrams read per wake-up before yielding to the loop
+READ_MAX = 256  # datagrams read per wake-up before answering them
+DISCOVER_BUDGET = 48  # DISCOVERs answered per wake-up when a backlog is waiting
+OVERLOAD_WARN_EVERY = 60.0  # seconds between two "overloaded" warnings
 _PKTINFO = struct.Struct("=i4s4s")
 
 
@@ -76,6 +78,8 @@ class DHCPEndpoint:
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arp_failed = False
+        self._overload_warned = -OVERLOAD_WARN_EVERY
+        self._shed_since_warning = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -90,10 +94,13 @@ class DHCPEndpoint:
         self.sock.close()
 
     def _readable(self) -> None:
-        """Read what is queued (up to DRAIN datagrams), then answer REQUESTs before DISCOVERs:
-        under overload, exchanges already begun are completed before new ones start."""
+        """Read what is queued, then answer. Overload policy: exchanges already begun come
+        first — every REQUEST (and RELEASE, DECLINE, INFORM) is answered; when more than a
+        batch was waiting, only the newest ``DISCOVER_BUDGET`` DISCOVERs are (the older ones
+        are shed and counted: their clients retry), so the socket is drained quickly and
+        REQUESTs never drown in a queue of DISCOVERs."""
         batch: list[tuple[bytes, tuple[str, int]]] = []
-        for _ in range(DRAIN):
+        for _ in range(READ_MAX):
             try:
                 data, ancdata, _flags, peer = self.sock.recvmsg(
                     MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size)
@@ -108,10 +115,28 @@ class DHCPEndpoint:
                 self.counters["dropped_wrong_interface"] += 1
                 continue
             batch.append((data, peer))
-        if len(batch) > 1:
-            batch.sort(key=_discover_last)
-        for data, peer in batch:
-            self._datagram(data, peer)
+        discovers = [item for item in batch if _DISCOVER in item[0][240:]]
+        for item in batch:
+            if _DISCOVER not in item[0][240:]:
+                self._datagram(*item)
+        if len(batch) == READ_MAX and len(discovers) > DISCOVER_BUDGET:
+            shed = len(discovers) - DISCOVER_BUDGET
+            self.counters["shed_discovers"] += shed
+            self._note_overload(shed)
+            discovers = discovers[shed:]
+        for item in discovers:
+            self._datagram(*item)
+
+    def _note_overload(self, shed: int) -> None:
+        now = time.monotonic()
+        self._shed_since_warning += shed
+        if now - self._overload_warned >= OVERLOAD_WARN_EVERY:
+            self.log.warning(
+                "overloaded: %d DISCOVERs shed since the last warning (clients retry)",
+                self._shed_since_warning,
+            )
+            self._overload_warned = now
+            self._shed_since_warning = 0
 
     def _arrived_elsewhere(self, ancdata: list[tuple[int, int, bytes]]) -> bool:
         for level, kind, payload in ancdata:
@@ -211,11 +236,6 @@ class DHCPEndpoint:
                 self._arp_failed = True
             return False
         return True
-
-
-def _discover_last(item: tuple[bytes, tuple[str, int]]) -> bool:
-    """Sort key: True (after the rest) for a DISCOVER."""
-    return _DISCOVER in item[0][240:]
 
 
 _DISCOVER = bytes((53, 1, 1))

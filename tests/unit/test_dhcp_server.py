@@ -434,10 +434,10 @@ def test_group_commit_makes_every_queued_write_durable(tmp_path: Path) -> None:
     async def burst() -> None:
         waiters = []
         for i in range(50):
-            db.write(
-                "INSERT INTO leases (ip, mac, state, updated) VALUES (?, ?, 'bound', 0)",
-                (f"10.0.0.{i}", f"m{i}"),
-            )
+            row = (f"10.0.0.{i}", f"m{i}", "bound", 0)
+            db.insert("leases", ("ip", "mac", "state", "updated"), row)
+            if i % 10 == 0:  # plain statements queued among bulk rows
+                db.write("UPDATE leases SET hostname = ? WHERE ip = ?", (f"h{i}", f"10.0.0.{i}"))
             waiters.append(asyncio.ensure_future(db.flush()))
         await asyncio.gather(*waiters)
 
@@ -446,6 +446,7 @@ def test_group_commit_makes_every_queued_write_durable(tmp_path: Path) -> None:
     assert db.commits < 50
     other = StateDB(tmp_path / "s.db")
     assert other.query("SELECT COUNT(*) FROM leases") == [(50,)]
+    assert other.query("SELECT COUNT(*) FROM leases WHERE hostname IS NOT NULL") == [(5,)]
     other.close()
     db.close()
 
