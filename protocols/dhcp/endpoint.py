@@ -115,9 +115,11 @@ class DHCPEndpoint:
                 self.counters["dropped_wrong_interface"] += 1
                 continue
             batch.append((data, peer))
-        discovers = [item for item in batch if _DISCOVER in item[0][240:]]
+        discovers = []
         for item in batch:
-            if _DISCOVER not in item[0][240:]:
+            if item[0].find(_DISCOVER, _OPTIONS) >= 0:
+                discovers.append(item)
+            else:
                 self._datagram(*item)
         if len(batch) == READ_MAX and len(discovers) > DISCOVER_BUDGET:
             shed = len(discovers) - DISCOVER_BUDGET
@@ -238,4 +240,5 @@ class DHCPEndpoint:
         return True
 
 
-_DISCOVER = bytes((53, 1, 1))
+_DISCOVER = bytes((53, 1, 1))  # option 53 = DISCOVER, looked for without decoding
+_OPTIONS = 240  # where the options start (after the BOOTP header and the magic cookie)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
@@ -51,7 +52,7 @@ class Mode(StrEnum):
     PROXY = "proxy"  # another server hands out addresses; only PXE boot information here
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     """What the server says about itself and the subnet; swapped whole on reload."""
 
@@ -67,6 +68,22 @@ class Settings:
         if self.lease_seconds is None:
             return INFINITE, INFINITE, INFINITE
         return self.lease_seconds, self.lease_seconds // 2, self.lease_seconds * 7 // 8
+
+    @cached_property
+    def timer_options(self) -> dict[int, bytes]:
+        """Options 51, 58, 59 as sent (no T1/T2 for an infinite lease), encoded once."""
+        lease, t1, t2 = self.timers
+        if lease == INFINITE:
+            return {Opt.LEASE_TIME: encode_u32(lease)}
+        return {
+            Opt.LEASE_TIME: encode_u32(lease),
+            Opt.RENEWAL_TIME: encode_u32(t1),
+            Opt.REBINDING_TIME: encode_u32(t2),
+        }
+
+    @cached_property
+    def server_id_option(self) -> bytes:
+        return encode_ip(self.server_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,13 +328,9 @@ class DHCPServer:
         )
         options = reply.options
         options[Opt.MESSAGE_TYPE] = bytes((kind,))
-        options[Opt.SERVER_ID] = encode_ip(settings.server_id)
+        options[Opt.SERVER_ID] = settings.server_id_option
         if address is not None:
-            lease, t1, t2 = settings.timers
-            options[Opt.LEASE_TIME] = encode_u32(lease)
-            if lease != INFINITE:
-                options[Opt.RENEWAL_TIME] = encode_u32(t1)
-                options[Opt.REBINDING_TIME] = encode_u32(t2)
+            options.update(settings.timer_options)
         if not proxy:
             options[Opt.SUBNET_MASK] = settings.options[Opt.SUBNET_MASK]
             wanted = request.parameter_requests or DEFAULT_REQUESTS
