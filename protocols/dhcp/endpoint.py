@@ -35,10 +35,10 @@ _PKTINFO = struct.Struct("=i4s4s")
 
 
 def open_socket(interface: str, port: int) -> socket.socket:
-    """A UDP socket on ``port`` that sees broadcasts and traffic of ``interface`` only."""
+    """A UDP socket on ``port`` that sees broadcasts and traffic of ``interface`` only. No
+    SO_REUSEADDR: another DHCP server on this port must make the bind fail, not share it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)

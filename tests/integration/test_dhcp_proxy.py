@@ -5,6 +5,7 @@ PXE client gets both, and its boot-server request on port 4011 is answered."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,3 +96,37 @@ def test_proxy_mode_alongside_dnsmasq(netlab: NetLab, bsroot: Path) -> None:
     assert ack.file.rstrip(b"\0") == b"ipxe.efi"
     assert dict(o for o in ack[DHCP].options if isinstance(o, tuple))["message-type"] == 5
     assert "undionly.kpxe" in daemon.output and "proxy=True" in daemon.output
+
+
+HOLD_PORT_67 = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 67))
+print("bound", flush=True)
+time.sleep(60)
+"""
+
+
+def test_dhcp_off_opens_no_socket_and_a_taken_port_fails_fast(netlab: NetLab, bsroot: Path) -> None:
+    srv = netlab.namespace("srv")
+    cli = netlab.namespace("cli")
+    netlab.veth(srv, "bs0", cli, "node0", "10.77.0.1/24", None)
+    desc = bsroot / "config" / "cluster-desc.yml"
+    original = desc.read_text()
+
+    desc.write_text(original.replace("mode: full", "mode: off"))
+    daemon = DaemonProcess(srv, bsroot)
+    wait_until(lambda: "ready" in daemon.output, what="daemon ready")
+    assert "dhcp is off" in daemon.output
+    assert ":67 " not in srv.run(["ss", "-lun"]).stdout
+    netlab.stop(daemon.proc)
+
+    desc.write_text(original)
+    holder = srv.spawn([sys.executable, "-c", HOLD_PORT_67], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"bound\n"
+    daemon = DaemonProcess(srv, bsroot, log=bsroot.parent / "taken.log")
+    assert daemon.wait(timeout=15) == 1
+    assert "dhcp: cannot listen on bs0:67: address already in use" in daemon.output
+    assert "another DHCP server" in daemon.output
+    netlab.stop(holder)
+    holder.stdout.close()

@@ -1,0 +1,134 @@
+"""Helpers shared by the benchmarks: scratch directories, server readiness, peak RSS, facts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from bootstrapperd.netlab import LabError, Namespace
+
+REPO = Path(__file__).resolve().parents[1]
+"""The project checkout this benchmark runs from."""
+
+VENV_BIN = Path(sys.executable).parent
+"""The venv's bin directory (the benchmark is run with ``.venv/bin/python``)."""
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A ``tempfile.mkdtemp`` directory, removed on exit unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"scratch directory kept: {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def program_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The PID of the program started by ``Namespace.spawn``, not of an ``ip netns exec`` left.
+
+    ``ip netns exec`` execs, so this is normally ``proc.pid`` itself; if an ``ip`` process is
+    still there (a wrapper that forked), its only child is the program.
+    """
+    with contextlib.suppress(psutil.Error):
+        process = psutil.Process(proc.pid)
+        if process.name() == "ip":
+            children = process.children()
+            if len(children) == 1:
+                return children[0].pid
+    return proc.pid
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """The process's peak resident set size (``VmHWM`` in /proc/PID/status), in KiB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process (all its threads) has used so far, in seconds."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def udp_counters(ns: Namespace) -> dict[str, int]:
+    """The namespace's UDP counters (``Udp:`` lines of /proc/net/snmp): InDatagrams,
+    RcvbufErrors (datagrams the kernel dropped because a socket's buffer was full), …"""
+    text = ns.run(["cat", "/proc/net/snmp"], timeout=5, check=True).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return {}
+    return {name: int(value) for name, value in zip(rows[0], rows[1], strict=True)}
+
+
+def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """``after - before`` for every counter present in both."""
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
+def wait_udp_listening(
+    ns: Namespace, port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0
+) -> None:
+    """Wait until something in ``ns`` listens on UDP ``port`` (``ss -lun``); fail if proc dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"server exited with status {proc.returncode} before listening")
+        listing = ns.run(["ss", "-Hlun", f"sport = :{port}"], timeout=5).stdout
+        if listing.strip():
+            return
+        time.sleep(0.05)
+    raise LabError(f"nothing listens on UDP port {port} in {ns.name} after {timeout} s")
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or the platform's processor string)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_facts() -> dict[str, object]:
+    """What the figures depend on: CPU count and model, kernel, Python."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def first_lines(path: Path, markers: tuple[str, ...], limit: int = 5) -> list[str]:
+    """The first ``limit`` lines of a log file that contain one of ``markers``."""
+    found: list[str] = []
+    with contextlib.suppress(OSError), path.open(errors="replace") as stream:
+        for line in stream:
+            if any(marker in line for marker in markers):
+                found.append(line.rstrip())
+                if len(found) >= limit:
+                    break
+    return found
