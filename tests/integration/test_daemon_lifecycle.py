@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,12 +101,36 @@ def test_port_taken_fails_fast(pair: tuple[Namespace, Namespace], bsroot: Path) 
     _model(cli)
     second = DaemonProcess(srv, bsroot, log=bsroot.parent / "second.log")
     assert second.wait(timeout=10) == 1
-    assert "cannot start: http: cannot listen on 10.77.0.1:80: address already in use" in (
-        second.output
-    )
+    assert "cannot start: dhcp: cannot listen on bs0:67: address already in use" in (second.output)
     assert _model(cli)["generation"] == 1  # the first one is unaffected
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait(timeout=5) == 0
+
+
+HOLD_HTTP = """
+import socket, time
+s = socket.socket()
+s.bind(("10.77.0.1", 80))
+s.listen()
+print("bound", flush=True)
+time.sleep(60)
+"""
+
+
+def test_http_port_taken_fails_fast_and_releases_dhcp(
+    pair: tuple[Namespace, Namespace], bsroot: Path
+) -> None:
+    srv, _ = pair
+    holder = srv.spawn([sys.executable, "-c", HOLD_HTTP], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"bound\n"
+    daemon = DaemonProcess(srv, bsroot)
+    assert daemon.wait(timeout=10) == 1
+    assert "cannot start: http: cannot listen on 10.77.0.1:80: address already in use" in (
+        daemon.output
+    )
+    assert ":67 " not in srv.run(["ss", "-lun"]).stdout  # the DHCP socket was closed again
+    srv.lab.stop(holder)
+    holder.stdout.close()
 
 
 def test_missing_interface_fails_fast(pair: tuple[Namespace, Namespace], bsroot: Path) -> None:
@@ -150,8 +176,8 @@ def test_environment_equivalents_and_json_logs(
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=5) == 0
     records = [json.loads(line) for line in daemon.output.splitlines()]
-    listening = next(r for r in records if r["msg"] == "listening")
-    assert listening["logger"] == "bootstrapperd.http"
+    listening = next(r for r in records if r["logger"] == "bootstrapperd.http")
+    assert listening["msg"] == "listening"
     assert (listening["interface"], listening["port"]) == ("bs0", 8080)
     assert records[-1]["msg"] == "stopped"
 
