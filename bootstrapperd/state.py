@@ -100,8 +100,12 @@ class StateDB:
 
     def _commit_idle(self) -> None:
         self._idle = None
-        if self._inflight is None and self._pending:
+        if not self._pending:
+            return
+        if self._inflight is None:
             self._start_commit()
+        else:  # a commit is running: look again after it, or these writes would wait for the next
+            self._idle = asyncio.get_running_loop().call_later(IDLE_COMMIT, self._commit_idle)
 
     @property
     def dirty(self) -> bool:

@@ -7,7 +7,7 @@ written to the state database with the next group commit so they survive restart
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,5 @@ class Timeline:
             del events[:-PER_MACHINE]
 
     def of(self, mac: str) -> tuple[Event, ...]:
+        """The machine's latest events, oldest first."""
         return tuple(self._events.get(mac, ())[-PER_MACHINE:])
-
-    def machines(self) -> Iterator[str]:
-        return iter(self._events)

@@ -9,7 +9,7 @@ ended, oldest first, without scanning the table.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
@@ -40,10 +40,6 @@ class Lease:
             return False
         return self.expires is None or self.expires > now
 
-    @property
-    def ends(self) -> float:
-        return float("inf") if self.expires is None else self.expires
-
 
 _COLUMNS = ("ip", "mac", "state", "expires", "client_id", "hostname", "updated")
 
@@ -67,9 +63,6 @@ class LeaseStore:
     def __len__(self) -> int:
         return len(self._by_ip)
 
-    def __iter__(self) -> Iterator[Lease]:
-        return iter(self._by_ip.values())
-
     def at(self, ip: IPv4Address) -> Lease | None:
         return self._by_ip.get(ip)
 
@@ -83,9 +76,6 @@ class LeaseStore:
         if lease is None or not lease.holds(now):
             return None
         return lease.mac
-
-    def in_use(self, now: float) -> int:
-        return sum(1 for lease in self._by_ip.values() if lease.holds(now))
 
     def offer(self, ip: IPv4Address, mac: str, now: float, hold: float) -> None:
         current = self._by_ip.get(ip)
@@ -152,13 +142,11 @@ class LeaseStore:
         self._by_ip[lease.ip] = lease
         if lease.mac:
             self._by_mac[lease.mac] = lease
-        if lease.state is LeaseState.RELEASED:
-            heapq.heappush(self._ended, (lease.updated, int(lease.ip)))
-        elif lease.expires is not None:
+        if lease.expires is not None:  # a released lease's expiry is its release time
             heapq.heappush(self._ended, (lease.expires, int(lease.ip)))
         if len(self._ended) > 4 * len(self._by_ip) + 4096:
             self._ended = [
-                (lease.ends, int(lease.ip))
+                (lease.expires, int(lease.ip))
                 for lease in self._by_ip.values()
                 if lease.expires is not None
             ]

@@ -62,23 +62,17 @@ class Settings:
     options: Mapping[int, bytes]  # subnet-wide option payloads: mask, routers, DNS, domain, ...
     mode: Mode = Mode.FULL
 
-    @property
-    def timers(self) -> tuple[int, int, int]:
-        """Lease time, T1 and T2 (RFC 2131 §4.4.5: 0.5 and 0.875 of the lease)."""
-        if self.lease_seconds is None:
-            return INFINITE, INFINITE, INFINITE
-        return self.lease_seconds, self.lease_seconds // 2, self.lease_seconds * 7 // 8
-
     @cached_property
     def timer_options(self) -> dict[int, bytes]:
-        """Options 51, 58, 59 as sent (no T1/T2 for an infinite lease), encoded once."""
-        lease, t1, t2 = self.timers
-        if lease == INFINITE:
-            return {Opt.LEASE_TIME: encode_u32(lease)}
+        """Options 51, 58, 59, encoded once: lease time, T1 and T2 (RFC 2131 §4.4.5: 0.5 and
+        0.875 of the lease); an infinite lease has no T1/T2."""
+        lease = self.lease_seconds
+        if lease is None:
+            return {Opt.LEASE_TIME: encode_u32(INFINITE)}
         return {
             Opt.LEASE_TIME: encode_u32(lease),
-            Opt.RENEWAL_TIME: encode_u32(t1),
-            Opt.REBINDING_TIME: encode_u32(t2),
+            Opt.RENEWAL_TIME: encode_u32(lease // 2),
+            Opt.REBINDING_TIME: encode_u32(lease * 7 // 8),
         }
 
     @cached_property
