@@ -28,6 +28,7 @@ from .model.holder import ModelHolder
 from .sdnotify import Notifier
 from .startup import StartupError, cannot_listen
 from .state import StateDB
+from .tftp.service import TFTPService
 from .timeline import Timeline
 
 __all__ = ["Daemon", "Listen", "StartupError", "resolve_listen", "run"]
@@ -104,6 +105,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._db: StateDB | None = None
         self.dhcp: DHCPService | None = None
+        self.tftp: TFTPService | None = None
 
     async def start(self) -> None:
         try:
@@ -123,8 +125,18 @@ class Daemon:
             Counter(),
         )
         self.dhcp = DHCPService(self.holder, self.listen.interface, backend, self._db, timeline)
+        self.tftp = TFTPService(
+            self.holder,
+            self.listen.interface,
+            self.listen.address,
+            self.listen.http_port,
+            self.bsroot,
+            leases,
+            timeline,
+        )
         try:
             self.dhcp.start()
+            self.tftp.start()
             await self._start_http()
         except BaseException:
             await self.stop()
@@ -168,14 +180,23 @@ class Daemon:
             )
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        # HTTP requests and TFTP transfers in flight finish together, within one grace period.
+        await asyncio.gather(self._stop_http(), self._stop_tftp())
         if self.dhcp is not None:
             await self.dhcp.stop()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
+
+    async def _stop_http(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _stop_tftp(self) -> None:
+        if self.tftp is not None:
+            await self.tftp.stop(self.grace_period)
+            self.tftp = None
 
 
 async def run(

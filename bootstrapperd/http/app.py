@@ -6,8 +6,9 @@ import time
 
 from aiohttp import web
 
-from bootstrapperd import __version__
+from bootstrapperd import __version__, bootscripts
 from bootstrapperd.bsroot import Bsroot
+from bootstrapperd.model.fields import canonical_mac
 from bootstrapperd.model.holder import ModelHolder
 
 MODEL = web.AppKey("model", ModelHolder)
@@ -48,9 +49,33 @@ async def boot_binary(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path)
 
 
+def _server(request: web.Request) -> str:
+    """The base URL the client reached us by: what its scripts should fetch from next."""
+    return f"http://{request.host}"
+
+
+async def ipxe_for_machine(request: web.Request) -> web.Response:
+    """The per-machine iPXE script (the URL DHCP gives iPXE clients), any MAC spelling."""
+    mac = canonical_mac(request.match_info["mac"].removesuffix(".ipxe"))
+    if mac is None:
+        raise web.HTTPNotFound(text="not a MAC address\n")
+    server = _server(request)
+    spec = bootscripts.boot_spec(request.app[MODEL].model, mac, server)
+    if spec is None:
+        raise web.HTTPNotFound(text="unknown machine\n")
+    return web.Response(text=bootscripts.ipxe_script(spec, server), content_type="text/plain")
+
+
+async def chain_ipxe(request: web.Request) -> web.Response:
+    """``/boot.ipxe``: chains to ``/ipxe/${mac}`` of whichever machine runs it."""
+    return web.Response(text=bootscripts.chain_script(_server(request)), content_type="text/plain")
+
+
 ROUTES = [
     web.get("/healthz", healthz),
     web.get("/boot/{name}", boot_binary),
+    web.get("/boot.ipxe", chain_ipxe),
+    web.get("/ipxe/{mac}", ipxe_for_machine),
 ]
 
 

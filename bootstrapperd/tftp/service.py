@@ -1,0 +1,151 @@
+"""The TFTP service in the daemon: port 69 on the bootstrapper's address, files from
+``bsroot/tftpboot`` and the model's boot scripts, one log line and one timeline event per
+transfer (when the client's MAC is known from its lease or its static address)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from protocols.tftp.endpoint import SERVER_PORT, Report, TFTPEndpoint, open_socket
+
+from ..bootscripts import base_url
+from ..bsroot import Bsroot
+from ..dhcp.leases import LeaseStore
+from ..model.holder import ModelHolder
+from ..startup import cannot_listen
+from ..timeline import Timeline
+from .files import TFTPFiles
+
+log = logging.getLogger("bootstrapperd.tftp")
+
+IP_UDP_TFTP_HEADERS = 20 + 8 + 4
+DEFAULT_MTU = 1500
+
+
+def interface_mtu(interface: str) -> int:
+    try:
+        return int(Path(f"/sys/class/net/{interface}/mtu").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_MTU
+
+
+class TFTPService:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        interface: str,
+        address: IPv4Address,
+        http_port: int,
+        bsroot: Bsroot,
+        leases: LeaseStore,
+        timeline: Timeline,
+    ) -> None:
+        self.holder = holder
+        self.interface = interface
+        self.address = address
+        self.leases = leases
+        self.timeline = timeline
+        self.counters: Counter[str] = Counter()
+        self.files = TFTPFiles(bsroot, lambda: holder.model, base_url(address, http_port))
+        self._endpoint: TFTPEndpoint | None = None
+
+    def start(self, port: int = SERVER_PORT) -> None:
+        """Bind port 69 (fail fast with a StartupError) and start serving."""
+        where = f"{self.address}:{port}"
+        try:
+            sock = open_socket(str(self.address), port)
+        except OSError as exc:
+            hint = " — is another TFTP server (dnsmasq, tftpd-hpa, atftpd) running here?"
+            raise cannot_listen("tftp", where, exc, hint) from None
+        # The largest block that fits one unfragmented datagram on this interface.
+        max_blksize = interface_mtu(self.interface) - IP_UDP_TFTP_HEADERS
+        self._endpoint = TFTPEndpoint(
+            sock,
+            self.files,
+            report=self._report,
+            counters=self.counters,
+            logger=log,
+            max_blksize=max_blksize,
+        )
+        self._endpoint.start()
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "service": "tftp",
+                    "address": self.address,
+                    "port": port,
+                    "root": str(self.files.bsroot.tftpboot),
+                    "max_blksize": max_blksize,
+                }
+            },
+        )
+
+    @property
+    def active(self) -> int:
+        return self._endpoint.active if self._endpoint is not None else 0
+
+    async def stop(self, grace: float) -> None:
+        """Take no new requests; let transfers in flight finish for up to ``grace`` seconds."""
+        if self._endpoint is not None:
+            await self._endpoint.close(grace)
+            self._endpoint = None
+
+    def mac_of(self, ip: str) -> str | None:
+        """The MAC behind a client address: its lease, else a node's static address."""
+        try:
+            address = IPv4Address(ip)
+        except ValueError:
+            return None
+        lease = self.leases.at(address)
+        if lease is not None and lease.mac:
+            return lease.mac
+        node = self.holder.model.static_addresses.get(address)
+        return node.mac if node is not None else None
+
+    def _report(self, report: Report) -> None:
+        client = f"{report.peer[0]}:{report.peer[1]}"
+        mac = self.mac_of(report.peer[0])
+        fields: dict[str, object] = {"client": client, "file": report.filename}
+        if mac is not None:
+            fields["mac"] = mac
+        if report.outcome == "refused":
+            fields["error"] = report.error_code
+            fields["reason"] = report.detail
+            missing = report.error_code == 1
+            # pxelinux probes pxelinux.cfg/<uuid>, /<hex ip>… before its default: expected.
+            probe = missing and report.filename.startswith("pxelinux.cfg/")
+            level = logging.INFO if probe else logging.WARNING
+            log.log(level, "not found" if missing else "refused", extra={"fields": fields})
+            kind = "not_found" if missing else "refused"
+            detail: dict[str, object] = {"file": report.filename, "error": report.detail}
+        else:
+            rate = report.bytes_sent / report.duration / 2**20 if report.duration > 0 else 0.0
+            options = {name: value for name, value in report.options}
+            fields.update(
+                size=report.size,
+                sent=report.bytes_sent,
+                options=options or None,
+                mode=report.mode,
+                duration=round(report.duration, 3),
+                mib_per_s=round(rate, 1),
+            )
+            if report.retransmits:
+                fields["retransmits"] = report.retransmits
+            if report.detail:
+                fields["detail"] = report.detail
+            level = logging.INFO if report.ok else logging.WARNING
+            log.log(level, "transfer %s", report.outcome, extra={"fields": fields})
+            kind = "transfer" if report.ok else "transfer_failed"
+            detail = {
+                "file": report.name or report.filename,
+                "size": report.size,
+                "outcome": report.outcome,
+                "duration": round(report.duration, 3),
+            }
+        if mac is not None:
+            self.timeline.record(mac, time.time(), "tftp", kind, **detail)
