@@ -4,8 +4,8 @@ The lab is two network namespaces joined by a veth pair: the bootstrapper side h
 example's ``bootstrapper`` address; the machine side wears the MAC of one of the example's
 nodes and gets its address, hostname and the rest from the daemon's DHCP (busybox ``udhcpc``).
 The tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → a DHCP lease on
-the machine side → ``/healthz`` from there → reload with SIGHUP → a broken reload that is
-refused → SIGTERM. Everything is removed at the end, or on Ctrl-C.
+the machine side → ``/healthz`` from there → its iPXE script over TFTP → reload with SIGHUP →
+a broken reload that is refused → SIGTERM. Everything is removed at the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -63,6 +63,16 @@ def _dhcp_lease(cli: Namespace, workdir: Path, interface: str) -> str:
     if result.returncode != 0 or not leases:
         raise LabError(f"udhcpc got no lease: {result.stderr.strip() or result.stdout.strip()}")
     return leases[-1]
+
+
+def _tftp_get(cli: Namespace, workdir: Path, name: str, server: str) -> str:
+    """Fetch ``name`` from the daemon's TFTP server with busybox tftp, as firmware would."""
+    out = workdir / "tftp-fetched"
+    argv = ["busybox", "tftp", "-g", "-r", name, "-l", str(out), server]
+    result = cli.run(argv, timeout=30)
+    if result.returncode != 0 or not out.exists():
+        raise LabError(f"tftp get {name} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return out.read_text(errors="replace")
 
 
 def _relay(stream: IO[bytes], prefix: str) -> threading.Thread:
@@ -125,6 +135,12 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
                 say(f"== {cli.name}$ udhcpc -i node0")
                 say(f"   {_dhcp_lease(cli, workdir, 'node0')}")
             say(f"== {cli.name}$ curl {url}\n{wait_for_http(cli, url)}")
+            if model.nodes:
+                mac = node.mac if use_dhcp else model.nodes[0].mac
+                name = f"ipxe/{mac}"
+                say(f"== {cli.name}$ busybox tftp -g -r {name} {model.bootstrapper}")
+                script = _tftp_get(cli, workdir, name, str(model.bootstrapper))
+                say("\n".join(f"   {line}" for line in script.splitlines()))
             if hold:
                 say("\nserving; press Ctrl-C to stop and tear the lab down")
                 signal.pause()

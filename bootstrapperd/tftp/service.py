@@ -125,7 +125,7 @@ class TFTPService:
             detail: dict[str, object] = {"file": report.filename, "error": report.detail}
         else:
             rate = report.bytes_sent / report.duration / 2**20 if report.duration > 0 else 0.0
-            options = {name: value for name, value in report.options}
+            options = " ".join(f"{name}={value}" for name, value in report.options)
             fields.update(
                 size=report.size,
                 sent=report.bytes_sent,

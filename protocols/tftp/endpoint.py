@@ -29,6 +29,8 @@ MAX_TRANSFERS = 512
 READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
 SEND_BUFFER = 1 << 20
 RECV_SIZE = 65536
+MAX_WINDOW = 64  # blocks
+MAX_WINDOW_BYTES = 256 * 1024  # outstanding per transfer: the memory bound, with the read buffer
 
 __all__ = [
     "SERVER_PORT",
@@ -120,6 +122,8 @@ class TFTPEndpoint:
         logger: logging.Logger,
         max_blksize: int,
         max_transfers: int = MAX_TRANSFERS,
+        retransmit_after: float = 1.0,
+        retries: int = 5,
     ) -> None:
         self._listener = listener
         self._address: str = listener.getsockname()[0]
@@ -129,6 +133,8 @@ class TFTPEndpoint:
         self._log = logger
         self._max_blksize = max_blksize
         self._max_transfers = max_transfers
+        self._retransmit_after = retransmit_after
+        self._retries = retries
         self._transfers: dict[Address, _Transfer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -219,7 +225,16 @@ class TFTPEndpoint:
             return
         now = time.monotonic()
         session = ReadSession(
-            request, peer, opened.source, opened.size, now, max_blksize=self._max_blksize
+            request,
+            peer,
+            opened.source,
+            opened.size,
+            now,
+            max_blksize=self._max_blksize,
+            max_window=MAX_WINDOW,
+            max_window_bytes=MAX_WINDOW_BYTES,
+            default_timeout=self._retransmit_after,
+            retries=self._retries,
         )
         transfer = _Transfer(session, sock, opened, peer, now)
         self._transfers[peer] = transfer
