@@ -22,6 +22,7 @@ from .bsroot import Bsroot
 from .dhcp.backend import ModelBackend
 from .dhcp.leases import LeaseStore
 from .dhcp.service import DHCPService
+from .dns.service import DNSService
 from .http import create_app
 from .model import ClusterModel
 from .model.holder import ModelHolder
@@ -106,6 +107,7 @@ class Daemon:
         self._db: StateDB | None = None
         self.dhcp: DHCPService | None = None
         self.tftp: TFTPService | None = None
+        self.dns: DNSService | None = None
 
     async def start(self) -> None:
         try:
@@ -134,9 +136,11 @@ class Daemon:
             leases,
             timeline,
         )
+        self.dns = DNSService(self.holder, self.listen.address, leases)
         try:
             self.dhcp.start()
             self.tftp.start()
+            await self.dns.start()
             await self._start_http()
         except BaseException:
             await self.stop()
@@ -182,6 +186,9 @@ class Daemon:
     async def stop(self) -> None:
         # HTTP requests and TFTP transfers in flight finish together, within one grace period.
         await asyncio.gather(self._stop_http(), self._stop_tftp())
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
         if self.dhcp is not None:
             await self.dhcp.stop()
         if self._db is not None:

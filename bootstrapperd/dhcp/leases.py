@@ -50,6 +50,7 @@ class LeaseStore:
         self._by_ip: dict[IPv4Address, Lease] = {}
         self._by_mac: dict[str, Lease] = {}
         self._ended: list[tuple[float, int]] = []  # heap of (end time, address) candidates
+        self.on_change: Callable[[], None] | None = None  # a name's address changed (DNS)
         rows = db.query(
             "SELECT ip, mac, state, expires, client_id, hostname, updated FROM leases "
             "ORDER BY updated"
@@ -96,9 +97,17 @@ class LeaseStore:
         previous = self._by_mac.get(mac)
         if previous is not None and previous.ip != ip and previous.holds(now):
             self._end(previous, LeaseState.RELEASED, now)  # one address per machine
+        renewal = (
+            previous is not None
+            and previous.ip == ip
+            and previous.state is LeaseState.BOUND
+            and previous.holds(now)
+        )
         lease = Lease(ip, mac, LeaseState.BOUND, expires, client_id, hostname, now)
         self._index(lease)
         self._persist(lease)
+        if not renewal:
+            self._changed()
         return lease
 
     def release(self, ip: IPv4Address, mac: str, now: float) -> bool:
@@ -106,6 +115,7 @@ class LeaseStore:
         if lease is None or lease.mac != mac or not lease.holds(now):
             return False
         self._end(lease, LeaseState.RELEASED, now)
+        self._changed()
         return True
 
     def quarantine(self, ip: IPv4Address, now: float, until: float) -> None:
@@ -115,6 +125,11 @@ class LeaseStore:
         declined = Lease(ip, "", LeaseState.DECLINED, until, updated=now)
         self._index(declined)
         self._persist(declined)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def take_ended(self, now: float, usable: Callable[[IPv4Address], bool]) -> IPv4Address | None:
         """The address whose lease ended longest ago (and that ``usable`` accepts), or None.

@@ -1,0 +1,1 @@
+"""The daemon's DNS service: the cluster's names (``records``) and the service."""

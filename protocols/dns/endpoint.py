@@ -1,0 +1,166 @@
+"""The asyncio DNS endpoints on port 53: UDP read with ``add_reader`` + ``recvfrom`` (the fast
+path answers inline, without a task or a future), forwarded queries as bounded tasks, and TCP
+with the two-byte length prefix. Nothing raised while handling a datagram stops the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections import Counter
+
+from .server import Forward, Resolver, header_only
+
+__all__ = ["DNSEndpoint", "open_udp"]
+
+READ_BATCH = 64
+RECV_SIZE = 4096
+MAX_FORWARDS = 1024  # forwarded queries in flight; beyond, a query gets no answer (it retries)
+TCP_IDLE = 10.0
+MAX_TCP_CLIENTS = 64
+
+
+def open_udp(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DNSEndpoint:
+    def __init__(
+        self,
+        udp: socket.socket,
+        resolver: Resolver,
+        *,
+        counters: Counter[str],
+        logger: logging.Logger,
+    ) -> None:
+        self._udp = udp
+        self.resolver = resolver
+        self.counters = counters
+        self._log = logger
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tcp: asyncio.Server | None = None
+        self._tcp_clients = 0
+
+    async def start(self, tcp: socket.socket) -> None:
+        """Serve UDP on the socket given at construction and TCP on ``tcp`` (bound, not yet
+        listening)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._udp.fileno(), self._on_datagrams)
+        self._tcp = await asyncio.start_server(self._on_tcp, sock=tcp, limit=1 << 17)
+
+    # --- UDP ----------------------------------------------------------------------------------
+
+    def _on_datagrams(self) -> None:
+        sock = self._udp
+        fast = self.resolver.fast
+        clock = self.resolver.clock
+        for _ in range(READ_BATCH):
+            try:
+                data, client = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._log.debug("dns: recvfrom: %s", exc)
+                return
+            try:
+                response = fast(data, client[0], clock())
+                if response is None:
+                    self._slow(data, client)
+                else:
+                    sock.sendto(response, client)
+            except OSError as exc:
+                self._log.debug("dns: send to %s failed: %s", client, exc)
+            except Exception:
+                self.counters["internal_errors"] += 1
+                self._log.exception("dns: unexpected error answering %s", client[0])
+                failure = header_only(data, 2)  # SERVFAIL rather than silence
+                if failure is not None:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(failure, client)
+
+    def _slow(self, data: bytes, client: tuple[str, int]) -> None:
+        result = self.resolver.respond(data, client[0], tcp=False)
+        if result is None:
+            return
+        if isinstance(result, Forward):
+            if len(self._tasks) >= MAX_FORWARDS:
+                self.counters["forward_overload"] += 1
+                return
+            task = asyncio.ensure_future(self._forward_udp(result, client))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._udp.sendto(result, client)
+
+    async def _forward_udp(self, job: Forward, client: tuple[str, int]) -> None:
+        try:
+            response = await self.resolver.forward(job)
+            self._udp.sendto(response, client)
+        except OSError as exc:
+            self._log.debug("dns: send to %s failed: %s", client, exc)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            self._log.exception("dns: forwarding for %s failed", client[0])
+
+    # --- TCP ----------------------------------------------------------------------------------
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else ""
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        self._tcp_clients += 1
+        try:
+            while True:
+                try:
+                    prefix = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                    (length,) = struct.unpack("!H", prefix)
+                    data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    return
+                result = self.resolver.respond(data, client, tcp=True)
+                if isinstance(result, Forward):
+                    result = await self.resolver.forward(result)
+                if result is None:
+                    return
+                writer.write(struct.pack("!H", len(result)) + result)
+                await writer.drain()
+        except ConnectionError:
+            return
+        except Exception:
+            self.counters["internal_errors"] += 1
+            self._log.exception("dns: unexpected error on TCP from %s", client)
+        finally:
+            self._tcp_clients -= 1
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._udp.fileno())
+        self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,329 @@
+"""From a query to its response: local names from the ``Authority``, the rest forwarded.
+
+Two paths. ``fast()`` handles the common query (one question, no answer/authority sections,
+at most an EDNS OPT record) for a name answered before: the response is a stored
+wire-format template into which the query's ID, RD bit and question (with the client's
+letter case) are spliced — no parsing, no encoding. Everything else goes through
+``respond()``, which parses with dnslib, answers (and stores the template for next time),
+or hands back a ``Forward`` for the endpoint to await. Answers larger than the client's
+UDP limit (512, or its EDNS size) are truncated with TC set; TCP gets them whole.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
+
+from .authority import Answer, Authority, absolute
+from .cache import ResponseCache, wire_key
+from .forward import Forwarder
+
+__all__ = ["Forward", "Resolver", "header_only", "truncate"]
+
+UDP_PAYLOAD = 1232  # what we advertise in our OPT record (the DNS flag day 2020 value)
+MEMO_MAX = 100_000  # stored templates; beyond, the memo starts again
+_OPT = b"\x00" + struct.pack("!HHIH", 41, UDP_PAYLOAD, 0, 0)
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
+_TYPE_OPT = 41
+_CLASS_IN = 1
+_CLASS_ANY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A query to forward: the endpoint awaits ``Resolver.forward(this)``."""
+
+    request: DNSRecord
+    name: str
+    qtype: int
+    qclass: int
+    limit: int  # the client's UDP limit; 0 over TCP
+    edns: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    heads: tuple[bytes, bytes, bytes, bytes]  # bytes 2..12 for (RD 0/1) × (no EDNS / EDNS)
+    tails: tuple[bytes, bytes]  # after the question: without / with our OPT record
+    valid_until: float
+    counter: str
+
+
+def _flags(rd: int, edns: int) -> int:
+    return rd | (edns << 1)
+
+
+class Resolver:
+    def __init__(
+        self,
+        authority: Authority,
+        forwarder: Forwarder | None,
+        *,
+        cache: ResponseCache | None = None,
+        may_recurse: Callable[[str], bool],
+        counters: Counter[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.authority = authority
+        self.forwarder = forwarder
+        self.cache = cache
+        self.may_recurse = may_recurse
+        self.counters = counters
+        self.clock = clock
+        self._memo: dict[bytes, _Template] = {}
+
+    def use(self, authority: Authority) -> None:
+        """Serve a new set of local names (a reload); every stored answer is dropped."""
+        self.authority = authority
+        self._memo = {}
+        if self.cache is not None:
+            self.cache.clear()
+
+    def invalidate(self) -> None:
+        """A host's address changed (a lease): forget stored answers."""
+        if self._memo:
+            self._memo = {}
+
+    # --- the fast path ------------------------------------------------------------------------
+
+    def fast(self, data: bytes, client: str, now: float) -> bytes | None:
+        """The response from a stored template (a local name answered before) or from the
+        forwarding cache, or None (then call ``respond``)."""
+        if len(data) < 17 or data[4:10] != _ONE_QUESTION or data[2] & 0xFE:
+            return None
+        arcount = data[10:12]
+        if arcount == b"\x00\x00":
+            end = len(data)
+            edns = 0
+            limit = 512
+        elif arcount == b"\x00\x01":
+            end = data.find(b"\x00", 12) + 5
+            # The OPT record: root name, type 41, class = UDP size, TTL = rcode/version/flags.
+            if end < 17 or data[end : end + 3] != b"\x00\x00\x29":
+                return None
+            if data[end + 6 : end + 7] != b"\0":  # EDNS version 0 only
+                return None
+            edns = 1
+            limit = max(512, (data[end + 3] << 8) | data[end + 4])
+        else:
+            return None
+        key = wire_key(data, end)
+        template = self._memo.get(key)
+        if template is None:
+            return self._from_cache(data, client, key, end, edns, limit)
+        if template.valid_until <= now:
+            return None
+        head = template.heads[_flags(data[2] & 1, edns)]
+        tail = template.tails[edns]
+        if end + len(tail) > limit:
+            return None
+        self.counters[template.counter] += 1
+        return b"".join((data[:2], head, data[12:end], tail))
+
+    def _from_cache(
+        self, data: bytes, client: str, key: bytes, end: int, edns: int, limit: int
+    ) -> bytes | None:
+        """A forwarded answer still in the cache, for a client that may recurse."""
+        cache = self.cache
+        if cache is None or not self.may_recurse(client):
+            return None
+        body = cache.get(key, time.monotonic())
+        if body is None or len(body) < end:
+            return None
+        flags = bytes(((body[2] & 0xFE) | (data[2] & 1), body[3]))
+        if edns:
+            arcount = struct.pack("!H", ((body[10] << 8) | body[11]) + 1)
+            response = b"".join(
+                (data[:2], flags, body[4:10], arcount, data[12:end], body[end:], _OPT)
+            )
+        else:
+            response = b"".join((data[:2], flags, body[4:12], data[12:end], body[end:]))
+        if len(response) > limit:
+            return None
+        self.counters["forwarded:cached"] += 1
+        return response
+
+    # --- the full path ------------------------------------------------------------------------
+
+    def respond(self, data: bytes, client: str, tcp: bool) -> bytes | Forward | None:
+        """The response to ``data`` from ``client``: bytes to send, a ``Forward`` to await,
+        or None to drop (not a query, or too broken to answer)."""
+        try:
+            request = DNSRecord.parse(data)
+        except (DNSError, ValueError, IndexError, struct.error, UnicodeError):
+            self.counters["malformed"] += 1
+            return _formerr(data)
+        header = request.header
+        if header.qr:
+            self.counters["malformed"] += 1
+            return None  # a response sent to a server: never answer it
+        if header.opcode != 0:
+            return self._error(request, RCODE.NOTIMP, "other")
+        if len(request.questions) != 1 or request.rr or request.auth:
+            return self._error(request, RCODE.FORMERR, "other")
+        question = request.questions[0]
+        qtype = int(question.qtype)
+        qclass = int(question.qclass)
+        opt = [rr for rr in request.ar if rr.rtype == _TYPE_OPT]
+        edns = bool(opt)
+        limit = 0 if tcp else (max(512, int(opt[0].rclass)) if opt else 512)
+        if opt and (opt[0].ttl >> 16) & 0xFF != 0:  # EDNS version other than 0
+            return self._reply(request, Answer(RCODE.NOERROR), edns, limit, badvers=True)
+        name = absolute(str(question.qname))
+        if qclass not in (_CLASS_IN, _CLASS_ANY):
+            return self._error(request, RCODE.REFUSED, _type_name(qtype))
+        now = self.clock()
+        answer = self.authority.answer(name, qtype, now)
+        if answer is not None:
+            response = self._reply(request, answer, edns, limit)
+            self._remember(data, request, answer, qtype, edns)
+            return response
+        if self.forwarder is not None and self.may_recurse(client):
+            return Forward(request, name, qtype, qclass, limit, edns)
+        self.counters[f"{_type_name(qtype)}:REFUSED"] += 1
+        return self._error(request, RCODE.REFUSED, None)
+
+    async def forward(self, job: Forward) -> bytes:
+        """Forward ``job`` (from ``respond``) and build the client's response."""
+        assert self.forwarder is not None
+        request = job.request
+        body = await self.forwarder.resolve(
+            job.name, job.qtype, job.qclass, rd=bool(request.header.rd), cd=False
+        )
+        type_name = _type_name(job.qtype)
+        if body is None:
+            self.counters[f"{type_name}:SERVFAIL"] += 1
+            return self._error(request, RCODE.SERVFAIL, None, edns=job.edns, limit=job.limit)
+        try:
+            upstream = DNSRecord.parse(body)
+        except (DNSError, ValueError, IndexError, struct.error, UnicodeError):
+            self.counters[f"{type_name}:SERVFAIL"] += 1
+            return self._error(request, RCODE.SERVFAIL, None, edns=job.edns, limit=job.limit)
+        rcode = upstream.header.rcode
+        self.counters[f"{type_name}:{RCODE.get(rcode, str(rcode))}:forwarded"] += 1
+        reply = request.reply(ra=1, aa=0)
+        reply.header.ad = 0
+        reply.header.rcode = rcode
+        reply.header.rd = request.header.rd
+        for rr in upstream.rr:
+            reply.add_answer(rr)
+        for rr in upstream.auth:
+            reply.add_auth(rr)
+        for rr in upstream.ar:
+            if rr.rtype != _TYPE_OPT:
+                reply.add_ar(rr)
+        return _finish(reply, job.edns, job.limit)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _reply(
+        self, request: DNSRecord, answer: Answer, edns: bool, limit: int, badvers: bool = False
+    ) -> bytes:
+        reply = _build(request, answer, self.forwarder is not None)
+        if badvers:
+            reply.rr, reply.auth, reply.ar = [], [], []
+            reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD, ext_rcode=1))  # BADVERS = 16 = (1 << 4)
+            self.counters["other:BADVERS"] += 1
+            return bytes(reply.pack())
+        self.counters[f"{_type_name(request.q.qtype)}:{RCODE.get(answer.rcode)}"] += 1
+        return _finish(reply, edns, limit)
+
+    def _error(
+        self,
+        request: DNSRecord,
+        rcode: int,
+        counter: str | None,
+        *,
+        edns: bool = False,
+        limit: int = 512,
+    ) -> bytes:
+        if counter is not None:
+            self.counters[f"{counter}:{RCODE.get(rcode)}"] += 1
+        reply = request.reply(ra=int(self.forwarder is not None), aa=0)
+        reply.header.ad = 0
+        reply.header.rcode = rcode
+        return _finish(reply, edns, limit)
+
+    def _remember(
+        self, data: bytes, request: DNSRecord, answer: Answer, qtype: int, edns: bool
+    ) -> None:
+        """Store the answer as templates when the query could take the fast path next time."""
+        if answer.valid_until <= self.clock() or len(data) < 17 or data[4:10] != _ONE_QUESTION:
+            return
+        end = data.find(b"\x00", 12) + 5
+        if end < 17:
+            return
+        key = wire_key(data, end)
+        reply = _build(request, answer, self.forwarder is not None)
+        reply.header.id = 0
+        reply.header.rd = 0
+        reply.ar = [rr for rr in reply.ar if rr.rtype != _TYPE_OPT]
+        wire = bytes(reply.pack())
+        if wire_key(wire, end) != key:  # dnslib wrote the question differently: no template
+            return
+        tail = wire[end:]
+        head = wire[2:12]
+        rd_head = bytes((head[0] | 1,)) + head[1:]
+        arcount = struct.unpack("!H", head[8:10])[0] + 1
+        heads = (
+            head,
+            rd_head,
+            head[:8] + struct.pack("!H", arcount),
+            rd_head[:8] + struct.pack("!H", arcount),
+        )
+        counter = f"{_type_name(qtype)}:{RCODE.get(answer.rcode)}"
+        if len(self._memo) >= MEMO_MAX:
+            self._memo = {}
+        self._memo[key] = _Template(heads, (tail, tail + _OPT), answer.valid_until, counter)
+
+
+def _build(request: DNSRecord, answer: Answer, recursion: bool) -> DNSRecord:
+    reply = request.reply(ra=int(recursion), aa=int(answer.authoritative))
+    reply.header.ad = 0  # nothing here is DNSSEC-validated
+    reply.header.rcode = answer.rcode
+    reply.rr = list(answer.answers)
+    reply.auth = list(answer.authority)
+    reply.ar = list(answer.additional)
+    return reply
+
+
+def _finish(reply: DNSRecord, edns: bool, limit: int) -> bytes:
+    """Add our OPT record when the client used EDNS; truncate to ``limit`` (0: no limit)."""
+    if edns:
+        reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD))
+    wire = bytes(reply.pack())
+    if limit and len(wire) > limit:
+        return truncate(reply, edns)
+    return wire
+
+
+def truncate(reply: DNSRecord, edns: bool) -> bytes:
+    """The header and question only, with TC set: the client retries over TCP."""
+    short = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap), q=reply.q)
+    short.header.tc = 1
+    if edns:
+        short.add_ar(EDNS0(udp_len=UDP_PAYLOAD))
+    return bytes(short.pack())
+
+
+def _formerr(data: bytes) -> bytes | None:
+    """FORMERR for a query whose header at least is readable; None (drop) otherwise."""
+    return header_only(data, RCODE.FORMERR)
+
+
+def header_only(data: bytes, rcode: int) -> bytes | None:
+    """A bare response header (no sections) to the query ``data``; None if it is no query."""
+    if len(data) < 12 or data[2] & 0x80:
+        return None
+    flags = 0x80 | (data[2] & 0x79)  # QR, the opcode and RD of the query
+    return data[:2] + bytes((flags, rcode)) + b"\x00" * 8
+
+
+def _type_name(qtype: int) -> str:
+    name = QTYPE.get(qtype, None)
+    return str(name) if name is not None else f"TYPE{qtype}"
