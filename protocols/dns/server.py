@@ -104,7 +104,7 @@ class Resolver:
         elif arcount == b"\x00\x01":
             end = data.find(b"\x00", 12) + 5
             # The OPT record: root name, type 41, class = UDP size, TTL = rcode/version/flags.
-            if end < 17 or data[end : end + 3] != b"\x00\x00\x29":
+            if end < 17 or len(data) < end + 11 or data[end : end + 3] != b"\x00\x00\x29":
                 return None
             if data[end + 6 : end + 7] != b"\0":  # EDNS version 0 only
                 return None
@@ -153,6 +153,7 @@ class Resolver:
     def respond(self, data: bytes, client: str, tcp: bool) -> bytes | Forward | None:
         """The response to ``data`` from ``client``: bytes to send, a ``Forward`` to await,
         or None to drop (not a query, or too broken to answer)."""
+        data = bytes(data)
         try:
             request = DNSRecord.parse(data)
         except (DNSError, ValueError, IndexError, struct.error, UnicodeError):
