@@ -4,8 +4,9 @@ The lab is two network namespaces joined by a veth pair: the bootstrapper side h
 example's ``bootstrapper`` address; the machine side wears the MAC of one of the example's
 nodes and gets its address, hostname and the rest from the daemon's DHCP (busybox ``udhcpc``).
 The tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → a DHCP lease on
-the machine side → ``/healthz`` from there → its iPXE script over TFTP → reload with SIGHUP →
-a broken reload that is refused → SIGTERM. Everything is removed at the end, or on Ctrl-C.
+the machine side → ``/healthz`` from there → its iPXE script over TFTP → its name through DNS
+→ reload with SIGHUP → a broken reload that is refused → SIGTERM. Everything is removed at the
+end, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def _tftp_get(cli: Namespace, workdir: Path, name: str, server: str) -> str:
     return out.read_text(errors="replace")
 
 
+def _resolve(cli: Namespace, server: str, name: str) -> str:
+    """Resolve ``name`` through the daemon's DNS with dig, as a node would."""
+    result = cli.run(["dig", f"@{server}", "+short", "+time=3", "+tries=2", name], timeout=30)
+    lines = [x for x in result.stdout.splitlines() if x and not x.startswith(";")]
+    if result.returncode != 0 or not lines:
+        raise LabError(f"dig {name} failed: {result.stdout.strip() or result.stderr.strip()}")
+    return " ".join(lines)
+
+
 def _relay(stream: IO[bytes], prefix: str) -> threading.Thread:
     def pump() -> None:
         for raw in iter(stream.readline, b""):
@@ -141,6 +151,9 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
                 say(f"== {cli.name}$ busybox tftp -g -r {name} {model.bootstrapper}")
                 script = _tftp_get(cli, workdir, name, str(model.bootstrapper))
                 say("\n".join(f"   {line}" for line in script.splitlines()))
+                fqdn = next(n.fqdn for n in model.nodes if n.mac == mac)
+                say(f"== {cli.name}$ dig @{model.bootstrapper} {fqdn} +short")
+                say(f"   {_resolve(cli, str(model.bootstrapper), fqdn)}")
             if hold:
                 say("\nserving; press Ctrl-C to stop and tear the lab down")
                 signal.pause()
