@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
-  dnsmasq-base kea-admin kea-dhcp4-server
+  dnsmasq-base kea-admin kea-dhcp4-server dnsperf
 )
 
 missing=()
