@@ -6,6 +6,7 @@ outside the subnet, truncation then TCP, and garbage that is survived."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,19 @@ def test_garbage_is_survived(netlab: NetLab, bsroot: Path) -> None:
     assert answer(lab.cli, "+tcp", "master1.cluster.example", "+short") == ["10.77.0.10"]
     assert daemon.proc.poll() is None
     assert "Traceback" not in daemon.output
+
+
+def test_a_reload_swaps_the_names(netlab: NetLab, bsroot: Path) -> None:
+    need_tools("dig")
+    lab, daemon = start(netlab, bsroot)
+    assert status(lab.cli, "worker9.cluster.example") == "NXDOMAIN"
+    desc = bsroot / "config" / "cluster-desc.yml"
+    desc.write_text(
+        desc.read_text()
+        + '  - mac: "52:54:00:77:00:99"\n    cur_host_name: "worker9"\n    ip: 10.77.0.99\n'
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "generation=2" in daemon.output, what="reloaded")
+    assert answer(lab.cli, "worker9.cluster.example", "+short") == ["10.77.0.99"]
+    assert answer(lab.cli, "-x", "10.77.0.99", "+short") == ["worker9.cluster.example."]
+    assert answer(lab.cli, "master1.cluster.example", "+short") == ["10.77.0.10"]
