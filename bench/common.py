@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from bootstrapperd.netlab import LabError, Namespace
+from bootstrapperd.netlab import LabError, Namespace, NetLab
 
 REPO = Path(__file__).resolve().parents[1]
 """The project checkout this benchmark runs from."""
@@ -132,3 +135,80 @@ def first_lines(path: Path, markers: tuple[str, ...], limit: int = 5) -> list[st
                 if len(found) >= limit:
                     break
     return found
+
+
+# --- servers under test -----------------------------------------------------------------------
+
+WARNING_MARKERS = ("WARN", "ERROR", "Traceback", "CRITICAL", "failed", "error")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one server in ``run_dir``: argv, environment, its own log files.
+
+    The server's stdout and stderr always go to ``run_dir``/server.stdout and server.stderr.
+    """
+
+    run_dir: Path
+    argv: list[str]
+    env: dict[str, str] | None = None
+    logs: tuple[Path, ...] = ()
+    stop_timeout: float = 10.0
+
+    @property
+    def stderr(self) -> Path:
+        return self.run_dir / "server.stderr"
+
+    def warnings(self, markers: tuple[str, ...] = WARNING_MARKERS, limit: int = 5) -> list[str]:
+        """The first lines of the server's stderr and logs that look like trouble."""
+        found = [line for log in (self.stderr, *self.logs) for line in first_lines(log, markers)]
+        return found[:limit]
+
+
+@contextlib.contextmanager
+def running(netlab: NetLab, ns: Namespace, launch: Launch) -> Iterator[subprocess.Popen[bytes]]:
+    """The server of ``launch`` running in ``ns``, its output in its run directory; stopped
+    (by PID) on exit, even on failure."""
+    with (launch.run_dir / "server.stdout").open("wb") as out, launch.stderr.open("wb") as err:
+        proc = ns.spawn(launch.argv, stdout=out, stderr=err, env=launch.env)
+        try:
+            yield proc
+        finally:
+            netlab.stop(proc, timeout=launch.stop_timeout)
+
+
+# --- figures and the command line -------------------------------------------------------------
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values, or None when none is known."""
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted, or "?" when unknown."""
+    return "?" if value is None else format(value, spec)
+
+
+def tail(text: str, limit: int = 400) -> str:
+    """The end of ``text``, for an error message."""
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def names_arg(text: str, allowed: Sequence[str]) -> list[str]:
+    """A comma-separated choice among ``allowed`` (argparse type)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+    return names
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (argparse type)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

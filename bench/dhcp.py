@@ -26,12 +26,16 @@ from bootstrapperd.pack import init_bsroot
 
 from .common import (
     VENV_BIN,
+    Launch,
     counter_delta,
     cpu_seconds,
-    first_lines,
     machine_facts,
+    median,
+    names_arg,
     peak_rss_kib,
+    positive_int,
     program_pid,
+    running,
     scratch_dir,
     udp_counters,
     wait_udp_listening,
@@ -152,24 +156,6 @@ def perfdhcp_argv(load: Load, duration: int) -> list[str]:
 
 
 # --- servers under test -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to start one server in ``run_dir``: argv, environment, its own log files.
-
-    The server's stdout and stderr always go to ``run_dir``/server.stdout and server.stderr.
-    """
-
-    run_dir: Path
-    argv: list[str]
-    env: dict[str, str] | None = None
-    logs: tuple[Path, ...] = ()
-    stop_timeout: float = 10.0
-
-    @property
-    def stderr(self) -> Path:
-        return self.run_dir / "server.stderr"
 
 
 CLUSTER_DESC = f"""\
@@ -421,21 +407,13 @@ def run_one(
     lab: Lab, server: str, launch: Launch, load: Load, duration: int, repeat: int
 ) -> RunResult:
     """Start ``server``, wait for port 67, load it with perfdhcp, measure it, stop it."""
-    with (launch.run_dir / "server.stdout").open("wb") as out, launch.stderr.open("wb") as err:
-        proc = lab.server.spawn(launch.argv, stdout=out, stderr=err, env=launch.env)
-        try:
-            wait_udp_listening(lab.server, 67, proc)
-            m = measure(lab, program_pid(proc), load, duration)
-            if proc.poll() is not None:
-                raise LabError(f"{server} exited ({proc.returncode}) during the load")
-        finally:
-            lab.lab.stop(proc, timeout=launch.stop_timeout)
+    with running(lab.lab, lab.server, launch) as proc:
+        wait_udp_listening(lab.server, 67, proc)
+        m = measure(lab, program_pid(proc), load, duration)
+        if proc.poll() is not None:
+            raise LabError(f"{server} exited ({proc.returncode}) during the load")
     (launch.run_dir / "perfdhcp.out").write_text(m.raw)
-    warnings = [
-        line
-        for log in (launch.stderr, *launch.logs)
-        for line in first_lines(log, ("WARN", "ERROR", "Traceback", "CRITICAL"))
-    ]
+    warnings = launch.warnings(("WARN", "ERROR", "Traceback", "CRITICAL"))
     return RunResult(
         server=server,
         load=load.name,
@@ -450,7 +428,7 @@ def run_one(
         server_udp=m.server_udp,
         client_udp=m.client_udp,
         perfdhcp=asdict(m.stats),
-        log_warnings=warnings[:5],
+        log_warnings=warnings,
     )
 
 
@@ -496,19 +474,13 @@ def summarise(results: Sequence[RunResult]) -> list[Summary]:
                 dora_per_s=statistics.median(r.dora_per_s for r in runs),
                 drop_pct=statistics.median(r.drop_pct for r in runs),
                 offered_per_s=statistics.median(r.offered_per_s for r in runs),
-                server_cpu_pct=_median([r.server_cpu_pct for r in runs]),
-                rcvbuf_drops=_median([r.server_udp.get("RcvbufErrors") for r in runs]),
-                peak_rss_kib=_median([r.peak_rss_kib for r in runs]),
+                server_cpu_pct=median([r.server_cpu_pct for r in runs]),
+                rcvbuf_drops=median([r.server_udp.get("RcvbufErrors") for r in runs]),
+                peak_rss_kib=median([r.peak_rss_kib for r in runs]),
                 runs=len(runs),
             )
         )
     return summaries
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    """The median of the known values, or None when none is known."""
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
 
 
 def ratios(summaries: Sequence[Summary]) -> dict[str, dict[str, float]]:
@@ -557,37 +529,24 @@ def render_table(summaries: Sequence[Summary], duration: int) -> str:
 # --- command line -----------------------------------------------------------------------------
 
 
-def _names(text: str, allowed: Sequence[str]) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
-    return names
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.dhcp",
         description="DORA/s of bootstrapperd, dnsmasq and Kea under perfdhcp in a private lab.",
     )
-    parser.add_argument("--duration", type=_positive, default=30, help="perfdhcp -p seconds (30)")
-    parser.add_argument("--repeat", type=_positive, default=1, help="runs per pair; median (1)")
+    parser.add_argument(
+        "--duration", type=positive_int, default=30, help="perfdhcp -p seconds (30)"
+    )
+    parser.add_argument("--repeat", type=positive_int, default=1, help="runs per pair; median (1)")
     parser.add_argument(
         "--servers",
-        type=lambda text: _names(text, SERVER_NAMES),
+        type=lambda text: names_arg(text, SERVER_NAMES),
         default=list(SERVER_NAMES),
         help="comma-separated: bootstrapperd,dnsmasq,kea",
     )
     parser.add_argument(
         "--loads",
-        type=lambda text: _names(text, tuple(LOADS)),
+        type=lambda text: names_arg(text, tuple(LOADS)),
         default=list(DEFAULT_LOADS),
         help="comma-separated: big,small",
     )

@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -57,12 +56,18 @@ from bootstrapperd.pack import init_bsroot
 
 from .common import (
     VENV_BIN,
+    Launch,
     counter_delta,
     cpu_seconds,
-    first_lines,
+    fmt,
     machine_facts,
+    median,
+    names_arg,
+    positive_int,
     program_pid,
+    running,
     scratch_dir,
+    tail,
     udp_counters,
     wait_udp_listening,
 )
@@ -331,20 +336,6 @@ def parse_dnsperf(output: str) -> DnsperfStats:
 # --- servers -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Launch:
-    """How to start one server in ``run_dir``; stdout/stderr go to run_dir/server.*."""
-
-    run_dir: Path
-    argv: list[str]
-    logs: tuple[Path, ...] = ()
-    stop_timeout: float = 10.0
-
-    @property
-    def stderr(self) -> Path:
-        return self.run_dir / "server.stderr"
-
-
 def cluster_desc(nodes: int = NODES) -> str:
     """bootstrapperd's cluster description: the lab's /24, DNS only (dhcp off), static nodes."""
     lines = [
@@ -580,11 +571,6 @@ class RunResult:
         return self.stats.qps if self.ok and self.stats else None
 
 
-def _tail(text: str, limit: int = 400) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
 def run_dnsperf(
     ns: Namespace, argv: Sequence[str], output: Path, timeout: float
 ) -> tuple[DnsperfStats | None, str | None]:
@@ -596,11 +582,11 @@ def run_dnsperf(
     text = result.stdout + result.stderr
     output.write_text(text)
     if result.returncode != 0:
-        return None, f"dnsperf exited with status {result.returncode}: {_tail(text)}"
+        return None, f"dnsperf exited with status {result.returncode}: {tail(text)}"
     try:
         return parse_dnsperf(result.stdout), None
     except ValueError as exc:
-        return None, f"{exc}: {_tail(text)}"
+        return None, f"{exc}: {tail(text)}"
 
 
 def measure(
@@ -673,45 +659,29 @@ def serve_and_measure(
     def failed(targets: Sequence[Row], error: str) -> list[RunResult]:
         return [RunResult(server, r.name, repeat, False, error, None, None) for r in targets]
 
-    with (launch.run_dir / "server.stdout").open("wb") as out, launch.stderr.open("wb") as err:
-        proc = lab.server.spawn(launch.argv, stdout=out, stderr=err)
+    with running(lab.lab, lab.server, launch) as proc:
         try:
-            try:
-                wait_udp_listening(lab.server, DNS_PORT, proc, timeout=30)
-            except LabError as exc:
-                results = failed(rows, f"not serving: {exc}")
+            wait_udp_listening(lab.server, DNS_PORT, proc, timeout=30)
+        except LabError as exc:
+            results = failed(rows, f"not serving: {exc}")
+        else:
+            why = wait_answering(lab.client, SERVER_ADDR, ROWS["local"].checks[0])
+            if why is not None:
+                results = failed(rows, f"not answering: {why}")
             else:
-                why = wait_answering(lab.client, SERVER_ADDR, ROWS["local"].checks[0])
-                if why is not None:
-                    results = failed(rows, f"not answering: {why}")
-                else:
-                    pid = program_pid(proc)
-                    for row in rows:
-                        if proc.poll() is not None:
-                            error = f"{server} exited with status {proc.returncode}"
-                            results += failed([row], error)
-                            continue
-                        results.append(
-                            measure(
-                                lab,
-                                server,
-                                pid,
-                                row,
-                                query_files[row.name],
-                                launch.run_dir,
-                                repeat,
-                                duration,
-                            )
-                        )
-        finally:
-            lab.lab.stop(proc, timeout=launch.stop_timeout)
-    warnings = [
-        line
-        for log in (launch.stderr, *launch.logs)
-        for line in first_lines(log, ("WARN", "ERROR", "Traceback", "CRITICAL", "failed", "error"))
-    ]
+                pid = program_pid(proc)
+                for row in rows:
+                    if proc.poll() is not None:
+                        error = f"{server} exited with status {proc.returncode}"
+                        results += failed([row], error)
+                        continue
+                    query_file = query_files[row.name]
+                    results.append(
+                        measure(lab, server, pid, row, query_file, launch.run_dir, repeat, duration)
+                    )
+    warnings = launch.warnings()
     for result in results:
-        result.log_warnings = warnings[:5]
+        result.log_warnings = warnings
     return results
 
 
@@ -735,12 +705,6 @@ class Summary:
     server_rcvbuf_drops: float | None
     ok: int
     runs: int
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    """The median of the known values, or None when none is known."""
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
 
 
 def _cpu_per_query(result: RunResult) -> float | None:
@@ -769,13 +733,13 @@ def summarise(results: Sequence[RunResult]) -> list[Summary]:
             Summary(
                 server=server,
                 row=row,
-                qps=_median([s.qps for s in stats]),
-                lost_percent=_median([s.lost_percent for s in stats]),
-                avg_latency_ms=_median([1000 * s.avg_latency_s for s in stats]),
-                server_cpu_s=_median([r.server_cpu_s for r in good]),
-                cpu_us_per_query=_median([_cpu_per_query(r) for r in good]),
-                upstream_queries=_median([r.upstream_udp.get("InDatagrams") for r in good]),
-                server_rcvbuf_drops=_median([r.server_udp.get("RcvbufErrors") for r in good]),
+                qps=median([s.qps for s in stats]),
+                lost_percent=median([s.lost_percent for s in stats]),
+                avg_latency_ms=median([1000 * s.avg_latency_s for s in stats]),
+                server_cpu_s=median([r.server_cpu_s for r in good]),
+                cpu_us_per_query=median([_cpu_per_query(r) for r in good]),
+                upstream_queries=median([r.upstream_udp.get("InDatagrams") for r in good]),
+                server_rcvbuf_drops=median([r.server_udp.get("RcvbufErrors") for r in good]),
                 ok=len(good),
                 runs=len(runs),
             )
@@ -815,10 +779,6 @@ def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[Rat
     return out
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "?" if value is None else format(value, spec)
-
-
 def render_table(summaries: Sequence[Summary], results: Sequence[RunResult], duration: int) -> str:
     """The medians, the ratio per row beside its target, then every failed run."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -833,13 +793,13 @@ def render_table(summaries: Sequence[Summary], results: Sequence[RunResult], dur
         label = ROWS[s.row].label if s.row in ROWS else s.row
         rate = "FAILED" if s.qps is None else f"{s.qps:.0f}"
         lines.append(
-            f"{label:<27} {s.server:<13} {rate:>8} {_fmt(s.lost_percent, '.2f'):>7} "
-            f"{_fmt(s.avg_latency_ms, '.3f'):>7} {_fmt(s.server_cpu_s, '.1f'):>6} "
-            f"{_fmt(s.cpu_us_per_query, '.1f'):>8} {_fmt(s.upstream_queries, '.0f'):>10} "
-            f"{_fmt(s.server_rcvbuf_drops, '.0f'):>12} {f'{s.ok}/{s.runs}':>7}"
+            f"{label:<27} {s.server:<13} {rate:>8} {fmt(s.lost_percent, '.2f'):>7} "
+            f"{fmt(s.avg_latency_ms, '.3f'):>7} {fmt(s.server_cpu_s, '.1f'):>6} "
+            f"{fmt(s.cpu_us_per_query, '.1f'):>8} {fmt(s.upstream_queries, '.0f'):>10} "
+            f"{fmt(s.server_rcvbuf_drops, '.0f'):>12} {f'{s.ok}/{s.runs}':>7}"
         )
     for r in ratios(summaries):
-        line = f"ratio ({r.row}, qps): bootstrapperd/{REFERENCE} = {_fmt(r.ratio, '.2f')}"
+        line = f"ratio ({r.row}, qps): bootstrapperd/{REFERENCE} = {fmt(r.ratio, '.2f')}"
         if r.target is None:
             line += " (no target)" if r.ratio is not None else " (not measured)"
         else:
@@ -855,21 +815,6 @@ def render_table(summaries: Sequence[Summary], results: Sequence[RunResult], dur
 # --- command line ------------------------------------------------------------------------------
 
 
-def _names(text: str, allowed: Sequence[str]) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
-    return names
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.dns",
@@ -877,22 +822,22 @@ def build_parser() -> argparse.ArgumentParser:
         "private lab.",
     )
     parser.add_argument(
-        "--repeats", "--repeat", type=_positive, default=3, help="runs per pair; median (3)"
+        "--repeats", "--repeat", type=positive_int, default=3, help="runs per pair; median (3)"
     )
     parser.add_argument(
         "--servers",
-        type=lambda text: _names(text, SERVER_NAMES),
+        type=lambda text: names_arg(text, SERVER_NAMES),
         default=list(SERVER_NAMES),
         help="comma-separated: bootstrapperd,dnsmasq",
     )
     parser.add_argument(
         "--rows",
-        type=lambda text: _names(text, tuple(ROWS)),
+        type=lambda text: names_arg(text, tuple(ROWS)),
         default=list(DEFAULT_ROWS),
         help="comma-separated: local,forwarded",
     )
     parser.add_argument(
-        "--duration", type=_positive, default=30, help="seconds per dnsperf run (-l, 30)"
+        "--duration", type=positive_int, default=30, help="seconds per dnsperf run (-l, 30)"
     )
     parser.add_argument("--json", type=Path, help="also write every run and the medians here")
     parser.add_argument(
@@ -957,7 +902,7 @@ def _progress(result: RunResult) -> str:
         line = (
             f"{head}{s.qps:.0f} qps, lost {s.lost_percent:.2f} %, "
             f"avg {1000 * s.avg_latency_s:.3f} ms, "
-            f"server CPU {_fmt(result.server_cpu_s, '.1f')} s, "
+            f"server CPU {fmt(result.server_cpu_s, '.1f')} s, "
             f"upstream queries {result.upstream_udp.get('InDatagrams', '?')}"
         )
     else:

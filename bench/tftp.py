@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -50,12 +49,18 @@ from bootstrapperd.pack import init_bsroot
 
 from .common import (
     VENV_BIN,
+    Launch,
     counter_delta,
     cpu_seconds,
-    first_lines,
+    fmt,
     machine_facts,
+    median,
+    names_arg,
+    positive_int,
     program_pid,
+    running,
     scratch_dir,
+    tail,
     udp_counters,
     wait_udp_listening,
 )
@@ -176,20 +181,6 @@ def place(payload: Payload, directory: Path) -> None:
 
 
 # --- servers under test ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to start one server in ``run_dir``; stdout/stderr go to run_dir/server.*."""
-
-    run_dir: Path
-    argv: list[str]
-    logs: tuple[Path, ...] = ()
-    stop_timeout: float = 10.0
-
-    @property
-    def stderr(self) -> Path:
-        return self.run_dir / "server.stderr"
 
 
 CLUSTER_DESC = f"""\
@@ -335,11 +326,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _tail(text: str, limit: int = 400) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
 def fetch(
     lab: Lab,
     server: str,
@@ -367,7 +353,7 @@ def fetch(
     else:
         output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
-            error = f"{row.client} exited with status {result.returncode}: {_tail(output)}"
+            error = f"{row.client} exited with status {result.returncode}: {tail(output)}"
     seconds = time.monotonic() - started
     client_cpu = _children_cpu() - children_before
     cpu_after = cpu_seconds(pid)
@@ -392,7 +378,7 @@ def fetch(
         client_cpu_s=client_cpu,
         server_udp=server_udp,
         client_udp=client_udp,
-        client_output=_tail(output),
+        client_output=tail(output),
     )
 
 
@@ -414,31 +400,23 @@ def serve_and_fetch(
 ) -> list[FetchResult]:
     """Start ``server``, wait for UDP port 69, fetch once per row, stop it (by PID)."""
     results: list[FetchResult] = []
-    with (launch.run_dir / "server.stdout").open("wb") as out, launch.stderr.open("wb") as err:
-        proc = lab.server.spawn(launch.argv, stdout=out, stderr=err)
+    with running(lab.lab, lab.server, launch) as proc:
         try:
-            try:
-                wait_udp_listening(lab.server, TFTP_PORT, proc)
-            except LabError as exc:
-                results = _failed(server, rows, repeat, f"not serving: {exc}")
-            else:
-                pid = program_pid(proc)
-                for row in rows:
-                    if proc.poll() is not None:
-                        error = f"{server} exited with status {proc.returncode}"
-                        results += _failed(server, [row], repeat, error)
-                        continue
-                    target = fetched / f"{server}-{row.name}-{repeat}.bin"
-                    results.append(fetch(lab, server, pid, row, payload, target, repeat, timeout))
-        finally:
-            lab.lab.stop(proc, timeout=launch.stop_timeout)
-    warnings = [
-        line
-        for log in (launch.stderr, *launch.logs)
-        for line in first_lines(log, ("WARN", "ERROR", "Traceback", "CRITICAL", "failed", "error"))
-    ]
+            wait_udp_listening(lab.server, TFTP_PORT, proc)
+        except LabError as exc:
+            results = _failed(server, rows, repeat, f"not serving: {exc}")
+        else:
+            pid = program_pid(proc)
+            for row in rows:
+                if proc.poll() is not None:
+                    error = f"{server} exited with status {proc.returncode}"
+                    results += _failed(server, [row], repeat, error)
+                    continue
+                target = fetched / f"{server}-{row.name}-{repeat}.bin"
+                results.append(fetch(lab, server, pid, row, payload, target, repeat, timeout))
+    warnings = launch.warnings()
     for result in results:
-        result.log_warnings = warnings[:5]
+        result.log_warnings = warnings
     return results
 
 
@@ -461,12 +439,6 @@ class Summary:
     runs: int
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    """The median of the known values, or None when none is known."""
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
-
-
 def summarise(results: Sequence[FetchResult]) -> list[Summary]:
     """Medians per (row, server) over the fetches that succeeded, rows in ``ROWS`` order."""
     groups: dict[tuple[str, str], list[FetchResult]] = {}
@@ -482,12 +454,12 @@ def summarise(results: Sequence[FetchResult]) -> list[Summary]:
             Summary(
                 server=server,
                 row=row,
-                mib_per_s=_median([r.mib_per_s for r in good]),
-                seconds=_median([r.seconds for r in good]),
-                server_cpu_s=_median([r.server_cpu_s for r in good]),
-                client_cpu_s=_median([r.client_cpu_s for r in good]),
-                server_rcvbuf_drops=_median([r.server_udp.get("RcvbufErrors") for r in good]),
-                client_rcvbuf_drops=_median([r.client_udp.get("RcvbufErrors") for r in good]),
+                mib_per_s=median([r.mib_per_s for r in good]),
+                seconds=median([r.seconds for r in good]),
+                server_cpu_s=median([r.server_cpu_s for r in good]),
+                client_cpu_s=median([r.client_cpu_s for r in good]),
+                server_rcvbuf_drops=median([r.server_udp.get("RcvbufErrors") for r in good]),
+                client_rcvbuf_drops=median([r.client_udp.get("RcvbufErrors") for r in good]),
                 ok=len(good),
                 runs=len(runs),
             )
@@ -524,10 +496,6 @@ def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[Rat
     return out
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "?" if value is None else format(value, spec)
-
-
 def render_table(summaries: Sequence[Summary], results: Sequence[FetchResult], size: int) -> str:
     """The medians, the ratio per row beside its target, then every failed fetch."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -540,17 +508,17 @@ def render_table(summaries: Sequence[Summary], results: Sequence[FetchResult], s
     ]
     for s in summaries:
         label = ROWS[s.row].label if s.row in ROWS else s.row
-        drops = f"{_fmt(s.server_rcvbuf_drops, '.0f')}/{_fmt(s.client_rcvbuf_drops, '.0f')}"
+        drops = f"{fmt(s.server_rcvbuf_drops, '.0f')}/{fmt(s.client_rcvbuf_drops, '.0f')}"
         rate = "FAILED" if s.mib_per_s is None else f"{s.mib_per_s:.1f}"
         lines.append(
-            f"{label:<24} {s.server:<13} {rate:>7} {_fmt(s.seconds, '.2f'):>7} "
-            f"{_fmt(s.server_cpu_s, '.2f'):>9} {_fmt(s.client_cpu_s, '.2f'):>9} "
+            f"{label:<24} {s.server:<13} {rate:>7} {fmt(s.seconds, '.2f'):>7} "
+            f"{fmt(s.server_cpu_s, '.2f'):>9} {fmt(s.client_cpu_s, '.2f'):>9} "
             f"{drops:>12} {f'{s.ok}/{s.runs}':>7}"
         )
     for r in ratios(summaries):
         verdict = {True: "met", False: "NOT met", None: "not measured"}[r.met]
         lines.append(
-            f"ratio ({r.row}, MiB/s): bootstrapperd/{REFERENCE} = {_fmt(r.ratio, '.2f')} "
+            f"ratio ({r.row}, MiB/s): bootstrapperd/{REFERENCE} = {fmt(r.ratio, '.2f')} "
             f"(target ≥ {r.target:.2f}: {verdict})"
         )
     for f in results:
@@ -562,44 +530,29 @@ def render_table(summaries: Sequence[Summary], results: Sequence[FetchResult], s
 # --- command line ------------------------------------------------------------------------------
 
 
-def _names(text: str, allowed: Sequence[str]) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
-    return names
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.tftp",
         description="MiB/s of bootstrapperd and dnsmasq TFTP (tftp-hpa, atftp) in a private lab.",
     )
     parser.add_argument(
-        "--repeats", "--repeat", type=_positive, default=3, help="runs per pair; median (3)"
+        "--repeats", "--repeat", type=positive_int, default=3, help="runs per pair; median (3)"
     )
     parser.add_argument(
         "--servers",
-        type=lambda text: _names(text, SERVER_NAMES),
+        type=lambda text: names_arg(text, SERVER_NAMES),
         default=list(SERVER_NAMES),
         help="comma-separated: bootstrapperd,dnsmasq",
     )
     parser.add_argument(
         "--rows",
-        type=lambda text: _names(text, tuple(ROWS)),
+        type=lambda text: names_arg(text, tuple(ROWS)),
         default=list(DEFAULT_ROWS),
         help="comma-separated: default,blksize,window",
     )
-    parser.add_argument("--size-mib", type=_positive, default=64, help="file size in MiB (64)")
+    parser.add_argument("--size-mib", type=positive_int, default=64, help="file size in MiB (64)")
     parser.add_argument(
-        "--timeout", type=_positive, default=120, help="seconds allowed per fetch (120)"
+        "--timeout", type=positive_int, default=120, help="seconds allowed per fetch (120)"
     )
     parser.add_argument("--json", type=Path, help="also write every fetch and the medians here")
     parser.add_argument(
@@ -636,8 +589,8 @@ def _progress(result: FetchResult) -> str:
     head = f"[{result.row} #{result.repeat}] {result.server}: "
     if result.ok:
         line = (
-            f"{head}{_fmt(result.mib_per_s, '.1f')} MiB/s in {_fmt(result.seconds, '.2f')} s, "
-            f"server CPU {_fmt(result.server_cpu_s, '.2f')} s"
+            f"{head}{fmt(result.mib_per_s, '.1f')} MiB/s in {fmt(result.seconds, '.2f')} s, "
+            f"server CPU {fmt(result.server_cpu_s, '.2f')} s"
         )
     else:
         line = f"{head}FAILED: {result.error}"
