@@ -39,6 +39,14 @@ class LeaseHosts:
     def __init__(self, model: Callable[[], ClusterModel], leases: LeaseStore) -> None:
         self._model = model
         self._leases = leases
+        self._indexed: ClusterModel | None = None
+        self._mac_by_hostname: dict[str, str] = {}
+
+    def _mac_of_hostname(self, model: ClusterModel, hostname: str) -> str | None:
+        if model is not self._indexed:  # a reload: index the new model once
+            self._mac_by_hostname = {node.hostname: node.mac for node in model.nodes}
+            self._indexed = model
+        return self._mac_by_hostname.get(hostname)
 
     def _label(self, name: str, domain: str) -> str | None:
         label = name[: -len(domain) - 1] if name.endswith("." + domain) else name[:-1]
@@ -49,15 +57,11 @@ class LeaseHosts:
         label = self._label(name, absolute(model.domain))
         if label is None:
             return None
-        node = next((n for n in model.nodes if n.hostname == label), None)
-        if node is not None:
-            mac: str | None = node.mac
-        elif model.dhcp.unknown_machines is UnknownMachines.ALLOW:
+        mac = self._mac_of_hostname(model, label)
+        if mac is None and model.dhcp.unknown_machines is UnknownMachines.ALLOW:
             mac = canonical_mac(label)
             if mac is not None and model.node(mac) is not None:
                 return None  # a known node answers to its hostname, not to its MAC
-        else:
-            mac = None
         lease = self._leases.of(mac) if mac is not None else None
         if lease is None or lease.state is not LeaseState.BOUND or not lease.holds(now):
             return None

@@ -137,10 +137,8 @@ class Resolver:
             return None
         flags = bytes(((body[2] & 0xFE) | (data[2] & 1), body[3]))
         if edns:
-            arcount = struct.pack("!H", ((body[10] << 8) | body[11]) + 1)
-            response = b"".join(
-                (data[:2], flags, body[4:10], arcount, data[12:end], body[end:], _OPT)
-            )
+            counts = _one_more_additional(body[4:12], 6)
+            response = b"".join((data[:2], flags, counts, data[12:end], body[end:], _OPT))
         else:
             response = b"".join((data[:2], flags, body[4:12], data[12:end], body[end:]))
         if len(response) > limit:
@@ -174,16 +172,18 @@ class Resolver:
         edns = bool(opt)
         limit = 0 if tcp else (max(512, int(opt[0].rclass)) if opt else 512)
         if opt and (opt[0].ttl >> 16) & 0xFF != 0:  # EDNS version other than 0
-            return self._reply(request, Answer(RCODE.NOERROR), edns, limit, badvers=True)
+            return self._badvers(request)
         name = absolute(str(question.qname))
         if qclass not in (_CLASS_IN, _CLASS_ANY):
             return self._error(request, RCODE.REFUSED, _type_name(qtype))
         now = self.clock()
         answer = self.authority.answer(name, qtype, now)
         if answer is not None:
-            response = self._reply(request, answer, edns, limit)
-            self._remember(data, request, answer, qtype, edns)
-            return response
+            reply = _build(request, answer, self.forwarder is not None)
+            wire = bytes(reply.pack())  # without OPT: the response, and the template's source
+            self.counters[f"{_type_name(qtype)}:{RCODE.get(answer.rcode)}"] += 1
+            self._remember(data, wire, answer, qtype)
+            return _finish(reply, edns, limit, wire)
         if self.forwarder is not None and self.may_recurse(client):
             return Forward(request, name, qtype, qclass, limit, edns)
         self.counters[f"{_type_name(qtype)}:REFUSED"] += 1
@@ -222,17 +222,11 @@ class Resolver:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _reply(
-        self, request: DNSRecord, answer: Answer, edns: bool, limit: int, badvers: bool = False
-    ) -> bytes:
-        reply = _build(request, answer, self.forwarder is not None)
-        if badvers:
-            reply.rr, reply.auth, reply.ar = [], [], []
-            reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD, ext_rcode=1))  # BADVERS = 16 = (1 << 4)
-            self.counters["other:BADVERS"] += 1
-            return bytes(reply.pack())
-        self.counters[f"{_type_name(request.q.qtype)}:{RCODE.get(answer.rcode)}"] += 1
-        return _finish(reply, edns, limit)
+    def _badvers(self, request: DNSRecord) -> bytes:
+        reply = _build(request, Answer(RCODE.NOERROR), self.forwarder is not None)
+        reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD, ext_rcode=1))  # BADVERS = 16 = (1 << 4)
+        self.counters["other:BADVERS"] += 1
+        return bytes(reply.pack())
 
     def _error(
         self,
@@ -250,33 +244,22 @@ class Resolver:
         reply.header.rcode = rcode
         return _finish(reply, edns, limit)
 
-    def _remember(
-        self, data: bytes, request: DNSRecord, answer: Answer, qtype: int, edns: bool
-    ) -> None:
-        """Store the answer as templates when the query could take the fast path next time."""
+    def _remember(self, data: bytes, wire: bytes, answer: Answer, qtype: int) -> None:
+        """Keep ``wire`` (the response to ``data``, without OPT) as a template when the query
+        could take the fast path next time."""
         if answer.valid_until <= self.clock() or len(data) < 17 or data[4:10] != _ONE_QUESTION:
             return
         end = data.find(b"\x00", 12) + 5
         if end < 17:
             return
         key = wire_key(data, end)
-        reply = _build(request, answer, self.forwarder is not None)
-        reply.header.id = 0
-        reply.header.rd = 0
-        reply.ar = [rr for rr in reply.ar if rr.rtype != _TYPE_OPT]
-        wire = bytes(reply.pack())
         if wire_key(wire, end) != key:  # dnslib wrote the question differently: no template
             return
+        head = bytes((wire[2] & 0xFE,)) + wire[3:12]  # from the flags on, RD cleared
+        rd_head = bytes((wire[2] | 1,)) + wire[3:12]
         tail = wire[end:]
-        head = wire[2:12]
-        rd_head = bytes((head[0] | 1,)) + head[1:]
-        arcount = struct.unpack("!H", head[8:10])[0] + 1
-        heads = (
-            head,
-            rd_head,
-            head[:8] + struct.pack("!H", arcount),
-            rd_head[:8] + struct.pack("!H", arcount),
-        )
+        # ARCOUNT sits at offset 8 of these slices (they start at the message's byte 2).
+        heads = (head, rd_head, _one_more_additional(head, 8), _one_more_additional(rd_head, 8))
         counter = f"{_type_name(qtype)}:{RCODE.get(answer.rcode)}"
         if len(self._memo) >= MEMO_MAX:
             self._memo = {}
@@ -293,14 +276,20 @@ def _build(request: DNSRecord, answer: Answer, recursion: bool) -> DNSRecord:
     return reply
 
 
-def _finish(reply: DNSRecord, edns: bool, limit: int) -> bytes:
-    """Add our OPT record when the client used EDNS; truncate to ``limit`` (0: no limit)."""
-    if edns:
-        reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD))
-    wire = bytes(reply.pack())
-    if limit and len(wire) > limit:
+def _one_more_additional(data: bytes, at: int) -> bytes:
+    """``data`` with the 16-bit ARCOUNT found at offset ``at`` raised by one."""
+    count = ((data[at] << 8) | data[at + 1]) + 1
+    return data[:at] + struct.pack("!H", count) + data[at + 2 :]
+
+
+def _finish(reply: DNSRecord, edns: bool, limit: int, wire: bytes | None = None) -> bytes:
+    """The response (``wire``: ``reply`` already packed) with our OPT record when the client
+    used EDNS; truncated when longer than ``limit`` (0: no limit)."""
+    plain = bytes(reply.pack()) if wire is None else wire
+    full = _one_more_additional(plain, 10) + _OPT if edns else plain
+    if limit and len(full) > limit:
         return truncate(reply, edns)
-    return wire
+    return full
 
 
 def truncate(reply: DNSRecord, edns: bool) -> bytes:
