@@ -49,9 +49,12 @@ def base_url(address: IPv4Address, http_port: int) -> str:
     return f"http://{address}" if http_port == 80 else f"http://{address}:{http_port}"
 
 
-def _mirror_dir(model: ClusterModel) -> str:
+def _pxe_paths(model: ClusterModel) -> tuple[str, str]:
+    """The OS kernel and initrd, relative to the mirror root."""
     os = model.os
-    return f"{os.name}/{os.channel}/{os.version}"
+    directory = f"{os.name}/{os.channel}/{os.version}"
+    kernel, initrd = PXE_FILES[os.name]
+    return f"{directory}/{kernel}", f"{directory}/{initrd}"
 
 
 def boot_spec(model: ClusterModel, mac: str, server: str) -> BootSpec | None:
@@ -60,8 +63,7 @@ def boot_spec(model: ClusterModel, mac: str, server: str) -> BootSpec | None:
     node = model.node(mac)
     if node is None and model.dhcp.unknown_machines is UnknownMachines.IGNORE:
         return None
-    kernel, initrd = PXE_FILES[model.os.name]
-    directory = _mirror_dir(model)
+    kernel, initrd = _pxe_paths(model)
     config: tuple[str, ...]
     if model.os.name == "flatcar":
         config = (
@@ -73,8 +75,8 @@ def boot_spec(model: ClusterModel, mac: str, server: str) -> BootSpec | None:
     return BootSpec(
         mac=mac,
         hostname=model.hostname_for_mac(mac),
-        kernel=f"{directory}/{kernel}",
-        initrd=f"{directory}/{initrd}",
+        kernel=kernel,
+        initrd=initrd,
         args=(*config, *CONSOLE_ARGS),
     )
 
@@ -104,30 +106,25 @@ def chain_script(server: str) -> str:
 def pxelinux_config(spec: BootSpec) -> str:
     """``pxelinux.cfg/01-<mac>``: kernel and initrd over TFTP (``static/`` is the image mirror,
     as Sextant linked it into tftpboot), the machine's own kernel arguments."""
-    return (
-        f"# bootstrapperd: {spec.hostname} ({spec.mac})\n"
-        "DEFAULT install\n"
-        "PROMPT 0\n"
-        "LABEL install\n"
-        f"  KERNEL static/{spec.kernel}\n"
-        f"  INITRD static/{spec.initrd}\n"
-        f"  APPEND {' '.join(spec.args)}\n"
-    )
+    return _pxelinux(f"{spec.hostname} ({spec.mac})", spec.kernel, spec.initrd, spec.args)
 
 
 def pxelinux_default(model: ClusterModel, server: str) -> str:
     """``pxelinux.cfg/default``, for a machine without its own file: the live OS runs
     ``install.sh``, which finds the machine's MAC itself (``SYSAPPEND 2`` passes BOOTIF too)."""
-    kernel, initrd = PXE_FILES[model.os.name]
-    directory = _mirror_dir(model)
-    args = " ".join((f"cloud-config-url={server}/install.sh", *CONSOLE_ARGS))
+    kernel, initrd = _pxe_paths(model)
+    args = (f"cloud-config-url={server}/install.sh", *CONSOLE_ARGS)
+    about = "machines without their own pxelinux.cfg/01-<mac>"
+    return _pxelinux(about, kernel, initrd, args) + "  SYSAPPEND 2\n"
+
+
+def _pxelinux(about: str, kernel: str, initrd: str, args: tuple[str, ...]) -> str:
     return (
-        "# bootstrapperd: machines without their own pxelinux.cfg/01-<mac>\n"
+        f"# bootstrapperd: {about}\n"
         "DEFAULT install\n"
         "PROMPT 0\n"
         "LABEL install\n"
-        f"  KERNEL static/{directory}/{kernel}\n"
-        f"  INITRD static/{directory}/{initrd}\n"
-        f"  APPEND {args}\n"
-        "  SYSAPPEND 2\n"
+        f"  KERNEL static/{kernel}\n"
+        f"  INITRD static/{initrd}\n"
+        f"  APPEND {' '.join(args)}\n"
     )
