@@ -8,11 +8,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # iproute2: network namespaces for the lab; curl: HTTP client in tests and the demo; the DHCP,
 # DNS and TFTP clients for the protocol tests; shellcheck for install.sh; dnsmasq-base (the second
 # DHCP server of the proxy-mode test, and the benchmarks' reference) and Kea with perfdhcp
-# (kea-admin) for the DHCP benchmark.
+# (kea-admin) for the DHCP benchmark; openssl to verify certificate chains; Debian's chromium for
+# the status-page test (driven by Playwright, which is told to use it: nothing is downloaded);
+# nginx-light, the HTTP benchmark's reference.
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
   dnsmasq-base kea-admin kea-dhcp4-server dnsperf
+  openssl chromium nginx-light
 )
 
 missing=()
