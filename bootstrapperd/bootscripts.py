@@ -1,10 +1,6 @@
-"""Boot scripts rendered from the model: the per-machine iPXE script, the iPXE chain script, and
-pxelinux configurations for legacy setups.
-
-What a machine boots is decided here once (``boot_spec``): the OS kernel and initrd in the
-image mirror and the kernel arguments that point the live OS at its configuration. The TFTP
-server serves these as files; the HTTP server serves the same scripts. Sites override the
-wording with templates later; the facts come from here.
+"""What a machine boots, decided once (``boot_spec``): the OS kernel and initrd in the image
+mirror and the kernel arguments that point the live OS at its configuration. The templates
+(``ipxe.j2``, ``pxelinux.cfg.j2``) word it; the TFTP and HTTP servers serve the same scripts.
 """
 
 from __future__ import annotations
@@ -15,15 +11,7 @@ from ipaddress import IPv4Address
 from .model import ClusterModel
 from .model.types import UnknownMachines
 
-__all__ = [
-    "BootSpec",
-    "base_url",
-    "boot_spec",
-    "chain_script",
-    "ipxe_script",
-    "pxelinux_config",
-    "pxelinux_default",
-]
+__all__ = ["BootSpec", "base_url", "boot_spec", "default_spec"]
 
 # File names in the image mirror, per OS (as the releases publish them).
 PXE_FILES = {
@@ -42,6 +30,10 @@ class BootSpec:
     kernel: str
     initrd: str
     args: tuple[str, ...]
+
+    @property
+    def initrd_name(self) -> str:
+        return self.initrd.rsplit("/", 1)[-1]
 
 
 def base_url(address: IPv4Address, http_port: int) -> str:
@@ -81,50 +73,14 @@ def boot_spec(model: ClusterModel, mac: str, server: str) -> BootSpec | None:
     )
 
 
-def ipxe_script(spec: BootSpec, server: str) -> str:
-    """The per-machine iPXE script: kernel and initrd over HTTP from the image mirror."""
-    initrd_name = spec.initrd.rsplit("/", 1)[-1]
-    args = " ".join(spec.args)
-    return (
-        "#!ipxe\n"
-        f"# bootstrapperd: {spec.hostname} ({spec.mac})\n"
-        f"kernel {server}/static/{spec.kernel} initrd={initrd_name} {args}\n"
-        f"initrd {server}/static/{spec.initrd}\n"
-        "boot\n"
-    )
-
-
-def chain_script(server: str) -> str:
-    """``boot.ipxe``: chains to the per-machine script of whichever machine runs it."""
-    return (
-        "#!ipxe\n"
-        "# bootstrapperd: chain to this machine's own script\n"
-        f"chain {server}/ipxe/${{mac:hexhyp}}\n"
-    )
-
-
-def pxelinux_config(spec: BootSpec) -> str:
-    """``pxelinux.cfg/01-<mac>``: kernel and initrd over TFTP (``static/`` is the image mirror,
-    as Sextant linked it into tftpboot), the machine's own kernel arguments."""
-    return _pxelinux(f"{spec.hostname} ({spec.mac})", spec.kernel, spec.initrd, spec.args)
-
-
-def pxelinux_default(model: ClusterModel, server: str) -> str:
-    """``pxelinux.cfg/default``, for a machine without its own file: the live OS runs
-    ``install.sh``, which finds the machine's MAC itself (``SYSAPPEND 2`` passes BOOTIF too)."""
+def default_spec(model: ClusterModel, server: str) -> BootSpec:
+    """The boot of a machine without its own pxelinux file: the live OS runs ``install.sh``,
+    which finds the machine's MAC itself (pxelinux's ``SYSAPPEND 2`` passes BOOTIF too)."""
     kernel, initrd = _pxe_paths(model)
-    args = (f"cloud-config-url={server}/install.sh", *CONSOLE_ARGS)
-    about = "machines without their own pxelinux.cfg/01-<mac>"
-    return _pxelinux(about, kernel, initrd, args) + "  SYSAPPEND 2\n"
-
-
-def _pxelinux(about: str, kernel: str, initrd: str, args: tuple[str, ...]) -> str:
-    return (
-        f"# bootstrapperd: {about}\n"
-        "DEFAULT install\n"
-        "PROMPT 0\n"
-        "LABEL install\n"
-        f"  KERNEL static/{kernel}\n"
-        f"  INITRD static/{initrd}\n"
-        f"  APPEND {' '.join(args)}\n"
+    return BootSpec(
+        mac="",
+        hostname="",
+        kernel=kernel,
+        initrd=initrd,
+        args=(f"cloud-config-url={server}/install.sh", *CONSOLE_ARGS),
     )

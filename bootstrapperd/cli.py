@@ -12,10 +12,14 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from . import __version__, logs
+from .bootscripts import base_url
 from .bsroot import Bsroot
+from .certs import ClusterPKI, PKIError
 from .daemon import StartupError, resolve_listen, run
 from .model import ConfigError, load_cluster_file
+from .model.fields import canonical_mac
 from .model.holder import ModelHolder
+from .render import Kind, Renderer, TemplateError
 from .sdnotify import Notifier
 from .summary import render_summary
 
@@ -103,6 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_log_options(serve)
 
+    render = sub.add_parser(
+        "render",
+        help="print what the server serves a machine",
+        description="Print exactly what bootstrapperd serves machine MAC for KIND, from "
+        "BSROOT's cluster description, templates and certificates (creating the certificates "
+        "when missing, as the server does).",
+    )
+    render.add_argument("--mac", required=True, help="the machine's MAC, any spelling")
+    render.add_argument(
+        "--kind", required=True, choices=[k.value for k in Kind], help="what to render"
+    )
+    render.add_argument(
+        "--bsroot", type=Path, default=_env("BSROOT"), help="the bsroot (env BOOTSTRAPPERD_BSROOT)"
+    )
+    render.add_argument(
+        "--server",
+        default=None,
+        help="base URL the machine reaches the server by (default: http://<bootstrapper>"
+        "[:http_port] from the model)",
+    )
+
     demo = sub.add_parser("demo", help="check and serve the bundled example in a network lab")
     demo.add_argument(
         "--hold",
@@ -170,6 +195,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    if args.bsroot is None:
+        print("render: no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT", file=sys.stderr)
+        return EXIT_INVALID
+    mac = canonical_mac(args.mac)
+    if mac is None:
+        print(f"render: {args.mac!r} is not a MAC address", file=sys.stderr)
+        return EXIT_INVALID
+    bsroot = Bsroot(args.bsroot)
+    try:
+        model = load_cluster_file(bsroot.cluster_desc)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_INVALID
+    server = args.server or base_url(model.bootstrapper, model.http_port)
+    try:
+        rendered = Renderer(bsroot, ClusterPKI(bsroot.tls)).render(
+            Kind(args.kind), model, mac, server.rstrip("/")
+        )
+    except (TemplateError, PKIError, OSError) as exc:
+        print(f"render: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if rendered is None:
+        print(
+            f"render: {mac} is not in the cluster and unknown machines are ignored", file=sys.stderr
+        )
+        return EXIT_INVALID
+    sys.stdout.write(rendered.text)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -179,7 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"check": cmd_check, "serve": cmd_serve, "demo": cmd_demo}
+    commands = {"check": cmd_check, "serve": cmd_serve, "render": cmd_render, "demo": cmd_demo}
     return commands[args.command](args)
 
 

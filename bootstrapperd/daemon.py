@@ -19,13 +19,16 @@ from aiohttp import web
 
 from . import netif
 from .bsroot import Bsroot
+from .certs import ClusterPKI, PKIError
 from .dhcp.backend import ModelBackend
 from .dhcp.leases import LeaseStore
 from .dhcp.service import DHCPService
 from .dns.service import DNSService
-from .http import create_app
+from .http import HTTPContext, create_app
+from .machines import Machines
 from .model import ClusterModel
 from .model.holder import ModelHolder
+from .render import Renderer
 from .sdnotify import Notifier
 from .startup import StartupError, cannot_listen
 from .state import StateDB
@@ -108,16 +111,26 @@ class Daemon:
         self.dhcp: DHCPService | None = None
         self.tftp: TFTPService | None = None
         self.dns: DNSService | None = None
+        self.http: HTTPContext | None = None
 
     async def start(self) -> None:
+        pki = ClusterPKI(self.bsroot.tls)
+        try:
+            # The CA and the bootstrapper certificate at first start (pack may have made them),
+            # every node's certificates now rather than at its first request.
+            await asyncio.to_thread(pki.ensure_all, self.holder.model)
+        except (PKIError, OSError) as exc:
+            raise StartupError(f"tls: {exc}") from None
         try:
             self._db = StateDB(self.bsroot.state / STATE_DB)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(
                 f"state: cannot open {self.bsroot.state / STATE_DB}: {exc}"
             ) from None
+        renderer = Renderer(self.bsroot, pki)
         timeline = Timeline(self._db)
         leases = LeaseStore(self._db)
+        machines = Machines(self.holder, leases)
         backend = ModelBackend(
             self.holder.model,
             leases,
@@ -133,10 +146,25 @@ class Daemon:
             self.listen.address,
             self.listen.http_port,
             self.bsroot,
-            leases,
+            machines,
             timeline,
+            renderer,
         )
         self.dns = DNSService(self.holder, self.listen.address, leases)
+        self.http = HTTPContext(
+            holder=self.holder,
+            bsroot=self.bsroot,
+            renderer=renderer,
+            pki=pki,
+            leases=leases,
+            machines=machines,
+            timeline=timeline,
+            service_counters={
+                "dhcp": lambda: self.dhcp.counters if self.dhcp is not None else {},
+                "tftp": lambda: self.tftp.counters if self.tftp is not None else {},
+                "dns": lambda: self.dns.counters if self.dns is not None else {},
+            },
+        )
         try:
             self.dhcp.start()
             self.tftp.start()
@@ -148,8 +176,9 @@ class Daemon:
         self.holder.subscribe(self._on_reload)
 
     async def _start_http(self) -> None:
+        assert self.http is not None
         runner = web.AppRunner(
-            create_app(self.holder, self.bsroot),
+            create_app(self.http),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.grace_period,

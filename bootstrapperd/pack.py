@@ -1,8 +1,9 @@
 """``bootstrapperd-pack``: validate a cluster description and lay out a bsroot for it.
 
-This version writes the layout and the validated description; downloading OS images, iPXE
-binaries, Kubernetes binaries and container images, certificates and ``manifest.json`` are not
-done yet, and the tool says so rather than pretending.
+This version writes the layout, the validated description, and the cluster CA and bootstrapper
+certificate (created only when missing: a CA a running cluster trusts is never replaced);
+downloading OS images, iPXE binaries, Kubernetes binaries and container images, and
+``manifest.json`` are not done yet, and the tool says so rather than pretending.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from pathlib import Path
 
 from . import __version__
 from .bsroot import Bsroot, write_atomically
+from .certs import ClusterPKI, PKIError
 from .model import ConfigError, load_cluster_file
 
-NOT_YET = "OS images, iPXE binaries, Kubernetes binaries, container images, certificates"
+NOT_YET = "OS images, iPXE binaries, Kubernetes binaries, container images"
 
 
 def init_bsroot(description: Path, out: Path) -> Bsroot:
     """Validate ``description`` (raises ConfigError), create the layout, copy it into config/."""
-    load_cluster_file(description)
+    model = load_cluster_file(description)
     bsroot = Bsroot(out)
     for directory in bsroot.directories():
         directory.mkdir(parents=True, exist_ok=True)
     write_atomically(bsroot.cluster_desc, description.read_bytes())
+    pki = ClusterPKI(bsroot.tls)
+    pki.ca(model)
+    pki.bootstrapper(model)
     return bsroot
 
 
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, PKIError) as exc:
         print(f"bootstrapperd-pack: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {bsroot.cluster_desc}")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .progress import NOT_SEEN, Progress, advance
 from .state import StateDB
 
 PER_MACHINE = 200  # events kept in memory for each MAC
@@ -41,6 +42,7 @@ class Timeline:
     def __init__(self, db: StateDB) -> None:
         self._db = db
         self._events: dict[str, list[Event]] = {}
+        self._progress: dict[str, Progress] = {}
         db.write("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (KEEP_ROWS,))
         for mac, at, source, kind, detail in db.query(
             "SELECT mac, at, source, kind, detail FROM events ORDER BY id"
@@ -54,6 +56,7 @@ class Timeline:
         return event
 
     def _keep(self, mac: str, event: Event) -> None:
+        self._progress[mac] = advance(self._progress.get(mac, NOT_SEEN), event)
         events = self._events.setdefault(mac, [])
         events.append(event)
         if len(events) > 2 * PER_MACHINE:
@@ -62,3 +65,11 @@ class Timeline:
     def of(self, mac: str) -> tuple[Event, ...]:
         """The machine's latest events, oldest first."""
         return tuple(self._events.get(mac, ())[-PER_MACHINE:])
+
+    def progress(self, mac: str) -> Progress:
+        """Where the machine is in its boot (kept up to date as events arrive)."""
+        return self._progress.get(mac, NOT_SEEN)
+
+    def machines(self) -> tuple[str, ...]:
+        """Every MAC with a timeline, in the order first seen."""
+        return tuple(self._events)

@@ -64,6 +64,10 @@ class LeaseStore:
     def __len__(self) -> int:
         return len(self._by_ip)
 
+    def all(self) -> list[Lease]:
+        """Every lease in the table (a snapshot)."""
+        return list(self._by_ip.values())
+
     def at(self, ip: IPv4Address) -> Lease | None:
         return self._by_ip.get(ip)
 

@@ -1,5 +1,6 @@
-"""The HTTP service: an aiohttp application built by ``create_app``."""
+"""The HTTP service: an aiohttp application built by ``create_app`` from an ``HTTPContext``."""
 
-from .app import MODEL, create_app
+from .app import create_app
+from .context import CONTEXT, HTTPContext
 
-__all__ = ["MODEL", "create_app"]
+__all__ = ["CONTEXT", "HTTPContext", "create_app"]

@@ -1,30 +1,36 @@
-"""aiohttp application factory. Routes are a declarative table; state comes in as arguments."""
+"""aiohttp application factory. Routes are a declarative table; state comes in as one context."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bootstrapperd import __version__, bootscripts
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.model.fields import canonical_mac
-from bootstrapperd.model.holder import ModelHolder
+from .. import __version__
+from ..render import TemplateError
+from . import machine, nodes
+from .context import CONTEXT, EVENT, HTTPContext
+from .files import ObservedFile
+from .metrics import metrics
 
-MODEL = web.AppKey("model", ModelHolder)
-BSROOT = web.AppKey("bsroot", Bsroot)
-STARTED_AT = web.AppKey("started_at", float)
+log = logging.getLogger("bootstrapperd.http")
+
+# Requests an operator's tools repeat all day: logged at debug, not info.
+_QUIET_ROUTES = {"status", "api", "metrics", "healthz"}
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness plus which model is being served (generation and file digest)."""
-    holder = request.app[MODEL]
+    context = request.app[CONTEXT]
+    holder = context.holder
     model = holder.model
     return web.json_response(
         {
             "status": "ok",
             "version": __version__,
-            "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 3),
+            "uptime_seconds": round(time.monotonic() - context.started_at, 3),
             "model": {
                 "file": str(holder.path),
                 "sha256": holder.digest,
@@ -37,52 +43,105 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def boot_binary(request: web.Request) -> web.StreamResponse:
-    """The iPXE binaries of ``tftpboot/`` over HTTP, for UEFI HTTP-boot firmware (the URL the
-    DHCP server gives it). Only plain files directly in ``tftpboot/``."""
-    name = request.match_info["name"]
-    if "/" in name or name.startswith(".") or "\0" in name:
-        raise web.HTTPNotFound()
-    path = request.app[BSROOT].tftpboot / name
-    if not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(path)
-
-
-def _server(request: web.Request) -> str:
-    """The base URL the client reached us by: what its scripts should fetch from next."""
-    return f"http://{request.host}"
-
-
-async def ipxe_for_machine(request: web.Request) -> web.Response:
-    """The per-machine iPXE script (the URL DHCP gives iPXE clients), any MAC spelling."""
-    mac = canonical_mac(request.match_info["mac"].removesuffix(".ipxe"))
-    if mac is None:
-        raise web.HTTPNotFound(text="not a MAC address\n")
-    server = _server(request)
-    spec = bootscripts.boot_spec(request.app[MODEL].model, mac, server)
-    if spec is None:
-        raise web.HTTPNotFound(text="unknown machine\n")
-    return web.Response(text=bootscripts.ipxe_script(spec, server), content_type="text/plain")
-
-
-async def chain_ipxe(request: web.Request) -> web.Response:
-    """``/boot.ipxe``: chains to ``/ipxe/${mac}`` of whichever machine runs it."""
-    return web.Response(text=bootscripts.chain_script(_server(request)), content_type="text/plain")
-
-
 ROUTES = [
-    web.get("/healthz", healthz),
-    web.get("/boot/{name}", boot_binary),
-    web.get("/boot.ipxe", chain_ipxe),
-    web.get("/ipxe/{mac}", ipxe_for_machine),
+    web.get("/", nodes.status_page, name="status"),
+    web.get("/healthz", healthz, name="healthz"),
+    web.get("/metrics", metrics, name="metrics"),
+    web.get("/api/v1/nodes", nodes.list_nodes, name="api"),
+    web.get("/api/v1/nodes/{mac}", nodes.one_node, name="api-node"),
+    web.post("/api/v1/nodes/{mac}/report", nodes.report, name="report"),
+    web.get("/boot/{name}", machine.boot_binary, name="boot-file"),
+    web.get("/boot.ipxe", machine.chain_ipxe, name="chain"),
+    web.get("/ipxe/{mac}", machine.ipxe_script, name="ipxe-script"),
+    web.get("/install.sh", machine.install_sh, name="install.sh"),
+    web.get("/cloud-config/{mac}", machine.cloud_config, name="cloud-config"),
+    web.get("/cloud-configs/{mac}", machine.cloud_config, name="cloud-configs"),  # Sextant's URL
+    web.get("/ignition/{mac}", machine.ignition, name="ignition"),
+    web.get("/tls/ca.pem", machine.ca_pem, name="ca"),
+    web.get("/tls/{mac}/{name}", machine.node_tls, name="tls"),
+    web.get("/static/{path:.+}", machine.mirror, name="static"),
 ]
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-def create_app(holder: ModelHolder, bsroot: Bsroot) -> web.Application:
-    app = web.Application()
-    app[MODEL] = holder
-    app[BSROOT] = bsroot
-    app[STARTED_AT] = time.monotonic()
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One log line per request, the HTTP counters, and the machine's timeline event."""
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _observed(request, exc.status, None, time.monotonic() - started)
+        raise
+    except TemplateError as exc:
+        # A site's template is broken: say which and why, to the log and to the client.
+        log.error("cannot render: %s", exc, extra={"fields": {"path": request.path}})
+        response = web.Response(status=500, text=f"bootstrapperd: {exc}\n")
+    except BaseException:
+        _observed(request, 500, None, time.monotonic() - started)
+        raise
+    if isinstance(response, ObservedFile):
+        # Observed once sent: the log line and the timeline get its real size and duration.
+        response.on_sent = lambda sent: _observed(
+            request, sent.status, sent, time.monotonic() - started
+        )
+    else:
+        _observed(request, response.status, response, time.monotonic() - started)
+    return response
+
+
+def _observed(
+    request: web.Request, status: int, response: web.StreamResponse | None, duration: float
+) -> None:
+    context = request.app[CONTEXT]
+    route = request.match_info.route.name or "none"
+    route = "api" if route == "api-node" else route
+    context.counters[(route, str(status))] += 1
+    sent = 0
+    if isinstance(response, web.FileResponse):
+        sent = response.body_length
+    elif isinstance(response, web.Response):
+        sent = response.content_length or 0
+    context.sent_bytes[route] += sent
+    client = request.remote or ""
+    event = request.get(EVENT)
+    mac = None
+    if event is not None:
+        kind, mac, detail = event
+        mac = mac or context.machines.mac_of(client)
+        if mac is not None:
+            context.timeline.record(
+                mac,
+                time.time(),
+                "http",
+                kind,
+                path=request.path,
+                method=request.method,
+                status=status,
+                bytes=sent,
+                ip=client,
+                **detail,
+            )
+    fields: dict[str, object] = {
+        "client": client,
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "bytes": sent,
+        "ms": round(duration * 1000, 1),
+    }
+    if mac is not None:
+        fields["mac"] = mac
+    level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    if log.isEnabledFor(level):
+        log.log(level, "%s %s %d", request.method, request.path, status, extra={"fields": fields})
+
+
+def create_app(context: HTTPContext) -> web.Application:
+    app = web.Application(middlewares=[observe])
+    app[CONTEXT] = context
     app.add_routes(ROUTES)
     return app

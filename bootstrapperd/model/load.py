@@ -48,6 +48,8 @@ DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_FLANNEL_BACKEND = "host-gw"
 DEFAULT_LEASE_SECONDS = 3600  # dnsmasq's own default when a dhcp-range gives none
 DEFAULT_HTTP_PORT = 80
+DEFAULT_KUBERNETES_VERSION = "v1.31.4"
+_K8S_VERSION = re.compile(r"v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+_-]+)?")
 
 FLANNEL_BACKENDS = ("host-gw", "udp", "vxlan")
 OS_NAMES = ("flatcar", "coreos")
@@ -104,6 +106,7 @@ TOP_KEYS = (
     "os",
     "dhcp",
     "http_port",
+    "kubernetes_version",
 )
 # Keys Sextant read that bootstrapperd has no use for: accepted, with a warning saying so.
 IGNORED_KEYS = {"nginx_root_dir": "bootstrapperd serves HTTP itself; nginx_root_dir is not used"}
@@ -238,6 +241,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
 
     images = _images(data, r)
+    kubernetes_version = _kubernetes_version(data, r, images)
     keys = _ssh_keys(data, r)
     coreos = r.mapping(data, (), "coreos")
     r.unknown_keys(coreos, ("coreos",), ("reboot_strategy", "start_time", "time_length"))
@@ -307,6 +311,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         update_policy=update_policy,
         ceph=ceph_config,
         images=MappingProxyType(dict(images)),
+        kubernetes_version=kubernetes_version,
         pack=pack,
         nodes=tuple(nodes),
         warnings=tuple(p for p in r.problems if p.severity is Severity.WARNING),
@@ -440,6 +445,23 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
     if mirror is not None and not re.match(r"^(https?|file)://", mirror):
         r.error(("os", "mirror"), f"{mirror!r} is not an http(s):// or file:// URL")
     return OSConfig(name=name, channel=channel, version=version, mirror=mirror)
+
+
+def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str]) -> str:
+    """``kubernetes_version`` (new); else the tag of Sextant's ``images.hyperkube``; else the
+    default. The templates fetch kubelet and run the control plane at this version."""
+    version = r.string(data, (), "kubernetes_version")
+    if version is not None:
+        version = version.strip()
+        if not version.startswith("v"):
+            version = "v" + version
+        if not _K8S_VERSION.fullmatch(version):
+            r.error(("kubernetes_version",), f"{version!r} is not a version like v1.31.4")
+        return version
+    tag = images.get("hyperkube", "").rpartition(":")[2]
+    if _K8S_VERSION.fullmatch(tag.split("_", 1)[0]):
+        return tag.split("_", 1)[0]
+    return DEFAULT_KUBERNETES_VERSION
 
 
 def _string_list(data: dict[str, Any], r: Reader, key: str) -> list[str]:

@@ -160,6 +160,7 @@ class ClusterModel:
     update_policy: UpdatePolicy
     ceph: CephConfig
     images: Mapping[str, str]
+    kubernetes_version: str
     pack: PackSettings
     nodes: tuple[Node, ...]
     warnings: tuple[Problem, ...] = ()

@@ -28,10 +28,10 @@ from protocols.tftp.netascii import netascii_size
 from protocols.tftp.packet import ErrorCode, Request
 from protocols.tftp.session import Address
 
-from .. import bootscripts
 from ..bsroot import Bsroot
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
+from ..render import Renderer
 
 READ_BUFFER = 64 * 1024  # per open file: the bound on what a transfer holds besides its window
 MAX_NAME = 512
@@ -45,8 +45,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class TFTPFiles:
     """The ``Opener`` for the TFTP endpoint: ``files(request, peer) -> Opened | Refusal``."""
 
-    def __init__(self, bsroot: Bsroot, model: Callable[[], ClusterModel], server: str) -> None:
+    def __init__(
+        self,
+        bsroot: Bsroot,
+        model: Callable[[], ClusterModel],
+        server: str,
+        renderer: Renderer,
+    ) -> None:
         self.bsroot = bsroot
+        self._renderer = renderer
         self._model = model
         self.server = server  # base URL of the HTTP server, for the scripts
         self._root = Path(os.path.realpath(bsroot.root))
@@ -118,18 +125,16 @@ class TFTPFiles:
         model = self._model()
         lowered = relative.lower()
         if lowered == "boot.ipxe":
-            return bootscripts.chain_script(self.server)
+            return self._renderer.chain(self.server)
         if lowered == "pxelinux.cfg/default":
-            return bootscripts.pxelinux_default(model, self.server)
+            return self._renderer.pxelinux_default(model, self.server)
         if lowered.startswith("ipxe/"):
             mac = canonical_mac(lowered.removeprefix("ipxe/").removesuffix(".ipxe"))
-            spec = bootscripts.boot_spec(model, mac, self.server) if mac else None
-            return bootscripts.ipxe_script(spec, self.server) if spec else None
+            return self._renderer.ipxe(model, mac, self.server) if mac else None
         if lowered.startswith("pxelinux.cfg/"):
             match = _PXELINUX_MAC.fullmatch(lowered.removeprefix("pxelinux.cfg/"))
             mac = canonical_mac(match.group(1)) if match else None
-            spec = bootscripts.boot_spec(model, mac, self.server) if mac else None
-            return bootscripts.pxelinux_config(spec) if spec else None
+            return self._renderer.pxelinux(model, mac, self.server) if mac else None
         return None
 
 

@@ -14,8 +14,9 @@ from protocols.tftp.endpoint import SERVER_PORT, Report, TFTPEndpoint, open_sock
 
 from ..bootscripts import base_url
 from ..bsroot import Bsroot
-from ..dhcp.leases import LeaseStore
+from ..machines import Machines
 from ..model.holder import ModelHolder
+from ..render import Renderer
 from ..startup import cannot_listen
 from ..timeline import Timeline
 from .files import TFTPFiles
@@ -41,16 +42,18 @@ class TFTPService:
         address: IPv4Address,
         http_port: int,
         bsroot: Bsroot,
-        leases: LeaseStore,
+        machines: Machines,
         timeline: Timeline,
+        renderer: Renderer,
     ) -> None:
         self.holder = holder
         self.interface = interface
         self.address = address
-        self.leases = leases
+        self.machines = machines
         self.timeline = timeline
         self.counters: Counter[str] = Counter()
-        self.files = TFTPFiles(bsroot, lambda: holder.model, base_url(address, http_port))
+        server = base_url(address, http_port)
+        self.files = TFTPFiles(bsroot, lambda: holder.model, server, renderer)
         self._endpoint: TFTPEndpoint | None = None
 
     def start(self, port: int = SERVER_PORT) -> None:
@@ -95,21 +98,9 @@ class TFTPService:
             await self._endpoint.close(grace)
             self._endpoint = None
 
-    def mac_of(self, ip: str) -> str | None:
-        """The MAC behind a client address: its lease, else a node's static address."""
-        try:
-            address = IPv4Address(ip)
-        except ValueError:
-            return None
-        lease = self.leases.at(address)
-        if lease is not None and lease.mac:
-            return lease.mac
-        node = self.holder.model.static_addresses.get(address)
-        return node.mac if node is not None else None
-
     def _report(self, report: Report) -> None:
         client = f"{report.peer[0]}:{report.peer[1]}"
-        mac = self.mac_of(report.peer[0])
+        mac = self.machines.mac_of(report.peer[0])
         fields: dict[str, object] = {"client": client, "file": report.filename}
         if mac is not None:
             fields["mac"] = mac

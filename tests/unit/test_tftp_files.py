@@ -7,17 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
 from bootstrapperd import bootscripts
 from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.http import create_app
+from bootstrapperd.certs import ClusterPKI
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.pack import init_bsroot
+from bootstrapperd.render import Renderer
 from bootstrapperd.tftp.files import TFTPFiles
 from protocols.tftp.endpoint import Opened, Refusal
 from protocols.tftp.packet import ErrorCode, Opcode, Request
 from tests.conftest import EXAMPLE
+from tests.httpapp import serve
 
 PEER = ("10.77.0.10", 40000)
 SERVER = "http://10.77.0.1"
@@ -32,7 +32,7 @@ def root(tmp_path: Path) -> Bsroot:
 @pytest.fixture
 def files(root: Bsroot) -> TFTPFiles:
     holder = ModelHolder.load(root.cluster_desc)
-    return TFTPFiles(root, lambda: holder.model, SERVER)
+    return TFTPFiles(root, lambda: holder.model, SERVER, Renderer(root, ClusterPKI(root.tls)))
 
 
 def rrq(name: str, mode: str = "octet") -> Request:
@@ -173,7 +173,7 @@ def test_unknown_machines_ignored_get_nothing(root: Bsroot) -> None:
     )
     root.cluster_desc.write_text(text)
     holder = ModelHolder.load(root.cluster_desc)
-    files = TFTPFiles(root, lambda: holder.model, SERVER)
+    files = TFTPFiles(root, lambda: holder.model, SERVER, Renderer(root, ClusterPKI(root.tls)))
     assert refusal(files(rrq("ipxe/52:54:00:ab:cd:ef"), PEER)) is ErrorCode.FILE_NOT_FOUND
     assert isinstance(files(rrq("ipxe/52:54:00:77:00:10"), PEER), Opened)
 
@@ -200,15 +200,14 @@ def test_base_url() -> None:
     assert bootscripts.base_url(IPv4Address("10.0.0.1"), 8080) == "http://10.0.0.1:8080"
 
 
-async def test_http_serves_the_same_ipxe_scripts(root: Bsroot) -> None:
-    holder = ModelHolder.load(root.cluster_desc)
-    async with TestClient(TestServer(create_app(holder, root))) as client:
+async def test_http_serves_the_same_ipxe_scripts(files: TFTPFiles, root: Bsroot) -> None:
+    async with serve(root) as served:
+        client = served.client
         response = await client.get("/ipxe/52-54-00-77-00-10")
         assert response.status == 200
         text = await response.text()
-        base = f"http://{client.host}:{client.port}"
-        spec = bootscripts.boot_spec(holder.model, MASTER, base)
-        assert spec is not None and text == bootscripts.ipxe_script(spec, base)
+        model = served.context.holder.model
+        assert text == files._renderer.ipxe(model, MASTER, served.base)
         chain = await (await client.get("/boot.ipxe")).text()
-        assert f"chain {base}/ipxe/${{mac:hexhyp}}" in chain
+        assert f"chain {served.base}/ipxe/${{mac:hexhyp}}" in chain
         assert (await client.get("/ipxe/not-a-mac")).status == 404

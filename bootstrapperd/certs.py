@@ -1,0 +1,364 @@
+"""The cluster's PKI under ``bsroot/tls/``: one CA, the bootstrapper's server certificate, and
+certificates for every node (kubelet, apiserver) and for the admin (kubectl).
+
+The CA and the bootstrapper certificate are made once and never replaced. Node and admin
+certificates are kept until they no longer say what the model asks for, expire within 30 days,
+or were not signed by the current CA; then they are re-issued with a new key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from .bsroot import write_atomically
+from .model import ClusterModel, canonical_mac, hostname_from_mac
+
+log = logging.getLogger("bootstrapperd.tls")
+
+CA_LIFETIME = dt.timedelta(days=3652)
+LEAF_LIFETIME = dt.timedelta(days=365)
+BACKDATE = dt.timedelta(minutes=5)
+RENEW_BEFORE = dt.timedelta(days=30)
+SERVER = ExtendedKeyUsageOID.SERVER_AUTH
+CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
+
+_Stamp = tuple[int, int, int] | None  # (mtime_ns, size, inode); None: no such file
+_IssuerKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+class PKIError(Exception):
+    """The TLS directory is in a state that must not be repaired automatically."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert_path: Path
+    key_path: Path
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class NodeCerts:
+    worker: Issued
+    apiserver: Issued | None  # masters only
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a leaf certificate must say."""
+
+    cn: str
+    org: str | None
+    dns: tuple[str, ...]
+    ips: tuple[IPv4Address, ...]
+    usages: tuple[ObjectIdentifier, ...]
+
+
+@dataclass(frozen=True)
+class _CA:
+    issued: Issued
+    cert: x509.Certificate
+    key: _IssuerKey
+    stamps: tuple[_Stamp, _Stamp]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    spec: _Spec
+    stamps: tuple[_Stamp, _Stamp, tuple[_Stamp, _Stamp]]
+    not_after: dt.datetime
+    issued: Issued
+
+
+class ClusterPKI:
+    """Certificates under ``tls_dir``, created on demand; cached while the files are unchanged."""
+
+    def __init__(self, tls_dir: Path) -> None:
+        self.tls_dir = tls_dir
+        self._lock = threading.RLock()
+        self._ca: _CA | None = None
+        self._leaves: dict[Path, _Entry] = {}
+
+    def ca(self, model: ClusterModel | None = None) -> Issued:
+        """The CA; made when both files are missing (its CN names ``model.domain`` if given)."""
+        return self._load_ca(model.domain if model is not None else None).issued
+
+    def ca_pem(self) -> bytes:
+        return self.ca().cert_pem
+
+    def bootstrapper(self, model: ClusterModel) -> Issued:
+        dns = [model.dockerdomain, "bootstrapper"]
+        dns += [f"{name}.{model.domain}" for name in dns if "." not in name]
+        spec = _Spec(model.dockerdomain, None, _unique(dns), (model.bootstrapper,), (SERVER,))
+        return self._leaf(self.tls_dir / "bootstrapper", spec, model.domain, renew=False)
+
+    def node(self, model: ClusterModel, mac: str) -> NodeCerts:
+        """Worker (kubelet) certificate for any machine; apiserver certificate for masters."""
+        canon = canonical_mac(mac)
+        if canon is None:
+            raise ValueError(f"{mac!r} is not a MAC address")
+        node = model.node(canon)
+        if node is not None:
+            names, ips = (node.hostname, node.fqdn), (node.ip,) if node.ip is not None else ()
+        else:
+            hostname = model.hostname_for_mac(canon)
+            names, ips = (hostname, f"{hostname}.{model.domain}"), ()
+        folder = self.tls_dir / "nodes" / hostname_from_mac(canon)
+        worker_spec = _Spec(names[0], None, _unique(names), ips, (SERVER, CLIENT))
+        worker = self._leaf(folder / "worker", worker_spec, model.domain)
+        apiserver = None
+        if node is not None and node.kube_master:
+            sans = model.apiserver_sans
+            spec = _Spec(
+                "kube-apiserver", None, sans.dns_names, sans.ip_addresses, (SERVER, CLIENT)
+            )
+            apiserver = self._leaf(folder / "apiserver", spec, model.domain)
+        return NodeCerts(worker, apiserver)
+
+    def admin(self) -> Issued:
+        spec = _Spec("admin", "system:masters", (), (), (CLIENT,))
+        return self._leaf(self.tls_dir / "admin", spec, None)
+
+    def service_account_key(self) -> bytes:
+        """The cluster's service-account signing key (``service-account-key.pem``, ECDSA P-256,
+        PKCS#8): one for every master, created once and never replaced (tokens it signed stay
+        valid). Only masters are served it."""
+        path = self.tls_dir / "service-account-key.pem"
+        with self._lock:
+            try:
+                pem = path.read_bytes()
+            except FileNotFoundError:
+                pem = _key_pem(ec.generate_private_key(ec.SECP256R1()))
+                write_atomically(path, pem, 0o600)
+            return pem
+
+    def ensure_all(self, model: ClusterModel) -> None:
+        self.service_account_key()
+        self.ca(model)
+        self.bootstrapper(model)
+        self.admin()
+        for node in model.nodes:
+            self.node(model, node.mac)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _load_ca(self, domain: str | None) -> _CA:
+        cert_path, key_path = self.tls_dir / "ca.pem", self.tls_dir / "ca-key.pem"
+        with self._lock:
+            stamps = (_stamp(cert_path), _stamp(key_path))
+            if self._ca is not None and self._ca.stamps == stamps:
+                return self._ca
+            if stamps == (None, None):
+                _create_ca(cert_path, key_path, domain)
+                log.info("created the cluster CA in %s", cert_path)
+                stamps = (_stamp(cert_path), _stamp(key_path))
+            _whole_pair(*stamps, cert_path, key_path)
+            issued, cert = _read(cert_path, key_path)
+            key = serialization.load_pem_private_key(issued.key_pem, password=None)
+            if not isinstance(key, _IssuerKey):
+                raise PKIError(f"{key_path}: unsupported CA key type {type(key).__name__}")
+            self._ca = _CA(issued, cert, key, stamps)
+            return self._ca
+
+    def _leaf(self, stem: Path, spec: _Spec, domain: str | None, *, renew: bool = True) -> Issued:
+        cert_path, key_path = stem.parent / f"{stem.name}.pem", stem.parent / f"{stem.name}-key.pem"
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            ca = self._load_ca(domain)
+            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
+            hit = self._leaves.get(cert_path)
+            current = hit is not None and hit.spec == spec and hit.stamps == stamps
+            if hit is not None and current and (not renew or hit.not_after - now > RENEW_BEFORE):
+                return hit.issued
+            if not renew and stamps[:2] != (None, None):
+                _whole_pair(stamps[0], stamps[1], cert_path, key_path)
+                found = _read(cert_path, key_path)  # never replaced: only say what is wrong
+                problems = _problems(found[1], spec, ca.cert, now, extra_ok=True)
+                if problems:
+                    log.warning("%s is kept as it is, but: %s", cert_path, "; ".join(problems))
+            else:
+                found = self._renew(cert_path, key_path, spec, ca, now)
+            issued, cert = found
+            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
+            self._leaves[cert_path] = _Entry(spec, stamps, cert.not_valid_after_utc, issued)
+            return issued
+
+    def _renew(
+        self, cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime
+    ) -> tuple[Issued, x509.Certificate]:
+        """The certificate on disk when it is still right, else a new one (logged with why)."""
+        why = [f"{p.name} is missing" for p in (cert_path, key_path) if not p.exists()]
+        if not why:
+            try:
+                found = _read(cert_path, key_path)
+                why = _problems(found[1], spec, ca.cert, now)
+            except PKIError as exc:
+                why = [str(exc)]
+            if not why:
+                return found
+        if len(why) == 2 and "missing" in why[1]:
+            log.info("issued %s (CN %s)", cert_path, spec.cn)
+        else:
+            log.info("re-issued %s (CN %s): %s", cert_path, spec.cn, "; ".join(why))
+        return self._issue(cert_path, key_path, spec, ca, now)
+
+    def _issue(
+        self, cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime
+    ) -> tuple[Issued, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, spec.cn)]
+        if spec.org is not None:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, spec.org))
+        try:
+            ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        except x509.ExtensionNotFound:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+        builder = (
+            _builder(x509.Name(attrs), ca.cert.subject, key, now)
+            .not_valid_after(min(now + LEAF_LIFETIME, ca.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(list(spec.usages)), critical=False)
+            .add_extension(aki, critical=False)
+        )
+        if spec.dns or spec.ips:
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in spec.dns]
+            sans += [x509.IPAddress(ip) for ip in spec.ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca.key, hashes.SHA256())
+        cert_pem, key_pem = cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+        write_atomically(key_path, key_pem, 0o600)
+        write_atomically(cert_path, cert_pem, 0o644)
+        return Issued(cert_path, key_path, cert_pem, key_pem), cert
+
+
+def _create_ca(cert_path: Path, key_path: Path, domain: str | None) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cn = f"bootstrapperd cluster CA ({domain})" if domain else "bootstrapperd cluster CA"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        _builder(name, name, key, now)
+        .not_valid_after(now + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    write_atomically(key_path, _key_pem(key), 0o600)
+    write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
+def _key_usage(**flags: bool) -> x509.KeyUsage:
+    names = "digital_signature content_commitment key_encipherment data_encipherment"
+    names += " key_agreement key_cert_sign crl_sign encipher_only decipher_only"
+    return x509.KeyUsage(**(dict.fromkeys(names.split(), False) | flags))
+
+
+def _problems(
+    cert: x509.Certificate,
+    spec: _Spec,
+    ca_cert: x509.Certificate,
+    now: dt.datetime,
+    *,
+    extra_ok: bool = False,
+) -> list[str]:
+    """Why ``cert`` is not what ``spec`` asks for (empty: it is)."""
+    out = []
+    for oid, want, label in (
+        (NameOID.COMMON_NAME, spec.cn, "CN"),
+        (NameOID.ORGANIZATION_NAME, spec.org, "O"),
+    ):
+        values = cert.subject.get_attributes_for_oid(oid)
+        have = str(values[0].value) if values else None
+        if have != want:
+            out.append(f"{label} is {have!r}, wanted {want!r}")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have_sans = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+        have_sans |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        have_sans = set()
+    want_sans = {n.lower() for n in spec.dns} | {str(ip) for ip in spec.ips}
+    if want_sans - have_sans:
+        out.append("SANs lack " + ", ".join(sorted(want_sans - have_sans)))
+    if have_sans - want_sans and not extra_ok:
+        out.append("SANs have extra " + ", ".join(sorted(have_sans - want_sans)))
+    if cert.not_valid_after_utc - now <= RENEW_BEFORE:
+        out.append(f"expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        out.append("not signed by the current CA")
+    return out
+
+
+def _whole_pair(cert: _Stamp, key: _Stamp, cert_path: Path, key_path: Path) -> None:
+    """PKIError when exactly one file of a never-replaced pair exists."""
+    if (cert is None) != (key is None):
+        there, gone = (cert_path, key_path) if key is None else (key_path, cert_path)
+        raise PKIError(
+            f"{gone} is missing but {there} exists: restore it, or remove both to make new ones "
+            "(a new CA means every certificate signed by the old one is re-issued)"
+        )
+
+
+def _read(cert_path: Path, key_path: Path) -> tuple[Issued, x509.Certificate]:
+    """Load a certificate and its key; PKIError when unreadable or the key does not match."""
+    try:
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PKIError(f"{cert_path} or its key is unreadable: {exc}") from None
+    spki, der = serialization.PublicFormat.SubjectPublicKeyInfo, serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+        raise PKIError(f"{key_path} does not match {cert_path}")
+    return Issued(cert_path, key_path, cert_pem, key_pem), cert
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _unique(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,41 @@
+"""What the HTTP views read: one record, set up by the daemon (or a test) and kept in the app."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ..bsroot import Bsroot
+from ..certs import ClusterPKI
+from ..dhcp.leases import LeaseStore
+from ..machines import Machines
+from ..model.holder import ModelHolder
+from ..render import Renderer
+from ..timeline import Timeline
+
+__all__ = ["CONTEXT", "EVENT", "HTTPContext"]
+
+
+@dataclass
+class HTTPContext:
+    holder: ModelHolder
+    bsroot: Bsroot
+    renderer: Renderer
+    pki: ClusterPKI
+    leases: LeaseStore
+    machines: Machines
+    timeline: Timeline
+    # Other services' counters for /metrics: name ("dhcp", "tftp", "dns") → current counts.
+    service_counters: Mapping[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
+    counters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, status) → n
+    sent_bytes: Counter[str] = field(default_factory=Counter)  # route → bytes
+    started_at: float = field(default_factory=time.monotonic)
+
+
+CONTEXT = web.AppKey("context", HTTPContext)
+# The timeline event a view asks for: (kind, MAC or None for "the client's", detail).
+EVENT = web.RequestKey("event", tuple)

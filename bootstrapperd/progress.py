@@ -1,0 +1,106 @@
+"""Where a machine is in its boot, read off its timeline.
+
+DHCP → boot file → iPXE script → kernel/initrd → install.sh → config → installed. The stage is
+the furthest step of the current attempt; a new firmware PXE boot (a DHCP exchange that hands
+out a TFTP boot file) after the machine got further starts a new attempt. A machine that is
+installed and boots from its disk asks DHCP for an address only, and stays installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .timeline import Event
+
+__all__ = ["NOT_SEEN", "STAGES", "Progress", "advance", "progress_of", "stage_of"]
+
+STAGES = ("dhcp", "boot-file", "ipxe-script", "kernel", "install.sh", "config", "installed")
+DHCP, BOOT_FILE, IPXE_SCRIPT, KERNEL, INSTALL_SH, CONFIG, INSTALLED = range(len(STAGES))
+
+_BOOT_BINARIES = (".kpxe", ".efi", ".pxe", ".0", ".com")
+_HTTP_STAGES = {
+    "boot-file": BOOT_FILE,
+    "ipxe-script": IPXE_SCRIPT,
+    "chain": IPXE_SCRIPT,
+    "kernel": KERNEL,
+    "initrd": KERNEL,
+    "install.sh": INSTALL_SH,
+    "cloud-config": CONFIG,
+    "ignition": CONFIG,
+}
+_FAILURES = {"transfer_failed", "install-failed", "nak"}
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    stage: int  # index into STAGES; -1: never seen
+    failed: bool  # the latest event is a failure
+    last: Event | None
+
+    @property
+    def name(self) -> str | None:
+        return STAGES[self.stage] if self.stage >= 0 else None
+
+
+def _tftp_stage(name: str) -> int | None:
+    lowered = name.lower()
+    if lowered.startswith(("ipxe/", "pxelinux.cfg/")) or lowered.endswith(".ipxe"):
+        return IPXE_SCRIPT
+    if lowered.startswith("static/"):
+        return KERNEL
+    if lowered.endswith(_BOOT_BINARIES):
+        return BOOT_FILE
+    return None
+
+
+def stage_of(event: Event) -> int | None:
+    """The stage an event shows the machine has reached; None for events that show none."""
+    if event.source == "dhcp":
+        return DHCP if event.kind in ("offer", "ack") else None
+    if event.source == "tftp":
+        return _tftp_stage(str(event.detail.get("file", ""))) if event.kind == "transfer" else None
+    if event.source == "http":
+        status = event.detail.get("status", 200)
+        if not isinstance(status, int) or status >= 400:
+            return None
+        return _HTTP_STAGES.get(event.kind)
+    if event.source == "install" and event.kind == "installed":
+        return INSTALLED
+    return None
+
+
+def _failure(event: Event) -> bool:
+    if event.kind in _FAILURES:
+        return True
+    status = event.detail.get("status") if event.source == "http" else None
+    return isinstance(status, int) and status >= 400 and event.kind in _HTTP_STAGES
+
+
+def _firmware_boot(event: Event) -> bool:
+    boot = event.detail.get("boot_file") if event.source == "dhcp" else None
+    return event.kind == "ack" and isinstance(boot, str) and not boot.startswith("http")
+
+
+NOT_SEEN = Progress(-1, False, None)
+
+
+def advance(progress: Progress, event: Event) -> Progress:
+    """The progress after one more event."""
+    stage = progress.stage
+    if _firmware_boot(event) and stage > DHCP:
+        stage = DHCP  # booted from the network again: a new attempt
+    else:
+        reached = stage_of(event)
+        if reached is not None and reached > stage:
+            stage = reached
+    return Progress(stage, _failure(event), event)
+
+
+def progress_of(events: Iterable[Event]) -> Progress:
+    progress = NOT_SEEN
+    for event in events:
+        progress = advance(progress, event)
+    return progress

@@ -1,0 +1,153 @@
+"""The facts the node templates are rendered from, taken from the one cluster model.
+
+Everything a template may use is built here, so that a template never computes cluster facts
+itself (and a site's override cannot get them wrong): the machine, the cluster, the images as
+the bootstrapper's registry serves them, the Kubernetes version, the update policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import ClusterModel
+from ..model.fields import hostname_from_mac
+
+__all__ = [
+    "DEFAULT_IMAGES",
+    "POD_NETWORK",
+    "cluster_facts",
+    "cluster_images",
+    "images_facts",
+    "node_facts",
+    "registry",
+]
+
+# Images the templates run when the description's `images` does not name them.
+DEFAULT_IMAGES = {
+    "etcd": "quay.io/coreos/etcd:v3.5.17",
+    "flannel": "docker.io/flannel/flannel:v0.25.1",
+    "pause": "registry.k8s.io/pause:3.10",
+}
+POD_NETWORK = "10.1.0.0/16"  # flannel's network, as Sextant set it
+REGISTRY_PORT = 5000
+_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def cluster_images(model: ClusterModel) -> dict[str, str]:
+    """Every image the nodes run, as originally named (what pack pulls and the registry serves):
+    the description's ``images`` plus defaults for what it leaves out."""
+    images = {**DEFAULT_IMAGES, **model.images}
+    if "hyperkube" not in images:
+        for component in _CONTROL_PLANE:
+            images.setdefault(component, f"registry.k8s.io/{component}:{model.kubernetes_version}")
+    return images
+
+
+def registry(model: ClusterModel) -> str:
+    return f"{model.dockerdomain}:{REGISTRY_PORT}"
+
+
+def _control_plane(model: ClusterModel, images: Mapping[str, str]) -> dict[str, Any]:
+    """Image and command of each control-plane component: its own image, or Sextant's hyperkube."""
+    local = registry(model)
+    parts: dict[str, Any] = {}
+    for component in _CONTROL_PLANE:
+        key = component.replace("-", "_")
+        if component in images:
+            parts[key] = {"image": f"{local}/{images[component]}", "command": [component]}
+        else:
+            sub = component.removeprefix("kube-")
+            parts[key] = {
+                "image": f"{local}/{images['hyperkube']}",
+                "command": ["/hyperkube", sub],
+            }
+    return parts
+
+
+def _apiserver_host(model: ClusterModel) -> str:
+    if model.kube_master_dns:
+        return model.kube_master_dns[0]
+    if model.masters:
+        return model.masters[0].fqdn
+    if model.kube_master_ip:
+        return model.kube_master_ip[0]
+    return f"kubernetes.{model.domain}"
+
+
+def cluster_facts(model: ClusterModel, server: str) -> dict[str, Any]:
+    names = [model.dockerdomain]
+    for name in (model.dockerdomain, "bootstrapper"):
+        if "." not in name:
+            names.append(f"{name}.{model.domain}")
+    names.append("bootstrapper")
+    return {
+        "domain": model.domain,
+        "bootstrapper": str(model.bootstrapper),
+        "dockerdomain": model.dockerdomain,
+        "registry": registry(model),
+        "registry_names": list(dict.fromkeys(names)),
+        "cluster_dns": str(model.cluster_dns),
+        "cluster_domain": model.cluster_domain,
+        "service_range": str(model.service_cluster_ip_range),
+        "pod_network": POD_NETWORK,
+        "flannel_backend": model.flannel_backend,
+        "ingress_hostnetwork": model.ingress_hostnetwork,
+        "set_ntp": model.set_ntp,
+        "apiserver_url": f"https://{_apiserver_host(model)}:6443",
+        "masters": [n.hostname for n in model.masters],
+        "etcd_initial_cluster": model.etcd_initial_cluster,
+        "etcd_gateway_endpoints": ",".join(f"{n.etcd_address}:2379" for n in model.etcd_members),
+        "server": server,
+    }
+
+
+def node_facts(model: ClusterModel, mac: str) -> dict[str, Any]:
+    """The machine: a node of the model, or an unknown machine installed as a worker."""
+    node = model.node(mac)
+    if node is None:
+        hostname = hostname_from_mac(mac)
+        return {
+            "known": False,
+            "mac": mac,
+            "hostname": hostname,
+            "fqdn": f"{hostname}.{model.domain}",
+            "roles": ["worker"],
+            "ip": None,
+            "is_master": False,
+            "etcd_member": False,
+            "ingress": False,
+            "ceph_monitor": False,
+            "flannel_iface": None,
+            "etcd_address": f"{hostname}.{model.domain}",
+            "labels": ["bootstrapperd.io/role=worker"],
+        }
+    labels = [f"bootstrapperd.io/role={'master' if node.kube_master else 'worker'}"]
+    if node.ingress_label:
+        labels.append("role=ingress")  # Sextant's label, which its ingress manifests select
+    if node.ceph_monitor:
+        labels.append("bootstrapperd.io/ceph-monitor=true")
+    return {
+        "known": True,
+        "mac": node.mac,
+        "hostname": node.hostname,
+        "fqdn": node.fqdn,
+        "roles": [str(r) for r in node.roles],
+        "ip": str(node.ip) if node.ip is not None else None,
+        "is_master": node.kube_master,
+        "etcd_member": node.etcd_member,
+        "ingress": node.ingress_label,
+        "ceph_monitor": node.ceph_monitor,
+        "flannel_iface": node.flannel_iface,
+        "etcd_address": node.etcd_address,
+        "labels": labels,
+    }
+
+
+def images_facts(model: ClusterModel) -> dict[str, Any]:
+    images = cluster_images(model)
+    local = registry(model)
+    facts: dict[str, Any] = {
+        name.replace("-", "_"): f"{local}/{ref}" for name, ref in images.items()
+    }
+    return {"images": facts, "control_plane": _control_plane(model, images)}

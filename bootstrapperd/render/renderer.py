@@ -1,0 +1,210 @@
+"""Everything rendered for a machine, from the model, the templates and the cluster's PKI: the
+boot scripts (iPXE, pxelinux), ``install.sh``, the node set-up as cloud-config and as Ignition.
+
+``bootstrapperd render`` and the servers (HTTP, TFTP) call the same methods, so what the command
+prints is exactly what a machine is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import yaml
+
+from .. import bootscripts
+from ..bsroot import Bsroot
+from ..certs import ClusterPKI
+from ..mirror import Mirror
+from ..model import ClusterModel
+from . import facts
+from .ignition import dumps, to_ignition
+from .templates import TemplateError, Templates
+
+__all__ = ["Kind", "Rendered", "Renderer", "TemplateError"]
+
+OS_TITLES = {"flatcar": "Flatcar Container Linux", "coreos": "CoreOS Container Linux"}
+UPDATE_CONF = {"flatcar": "/etc/flatcar/update.conf", "coreos": "/etc/coreos/update.conf"}
+
+
+class Kind(StrEnum):
+    CLOUD_CONFIG = "cloud-config"
+    IGNITION = "ignition"
+    IPXE = "ipxe"
+    INSTALL = "install"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    text: str
+    content_type: str
+    private: bool  # carries a private key: only for the machine it belongs to
+
+
+class Renderer:
+    def __init__(self, bsroot: Bsroot, pki: ClusterPKI) -> None:
+        self.bsroot = bsroot
+        self.pki = pki
+        self.templates = Templates(bsroot.templates)
+        self.mirror = Mirror(bsroot.html_static)
+
+    # --- boot scripts ---------------------------------------------------------------------------
+
+    def ipxe(self, model: ClusterModel, mac: str, server: str) -> str | None:
+        spec = bootscripts.boot_spec(model, mac, server)
+        if spec is None:
+            return None
+        return self.templates.render("ipxe.j2", boot=spec, server=server)
+
+    def chain(self, server: str) -> str:
+        return self.templates.render("chain.ipxe.j2", server=server)
+
+    def pxelinux(self, model: ClusterModel, mac: str, server: str) -> str | None:
+        spec = bootscripts.boot_spec(model, mac, server)
+        if spec is None:
+            return None
+        about = f"{spec.hostname} ({spec.mac})"
+        return self.templates.render("pxelinux.cfg.j2", boot=spec, about=about, sysappend=False)
+
+    def pxelinux_default(self, model: ClusterModel, server: str) -> str:
+        spec = bootscripts.default_spec(model, server)
+        about = "machines without their own pxelinux.cfg/01-<mac>"
+        return self.templates.render("pxelinux.cfg.j2", boot=spec, about=about, sysappend=True)
+
+    # --- install.sh and the node set-up ---------------------------------------------------------
+
+    def _os(self, model: ClusterModel) -> dict[str, Any]:
+        name = model.os.name
+        return {
+            "name": name,
+            "title": OS_TITLES[name],
+            "channel": model.os.channel,
+            "version": self.mirror.version_for(model.os),
+            "installer": f"{name}-install",
+        }
+
+    def install_sh(self, model: ClusterModel, server: str) -> str:
+        os = self._os(model)
+        if os["name"] == "flatcar":
+            config = {
+                "title": "Ignition config",
+                "path": "ignition",
+                "suffix": ".json",
+                "flag": "-i",
+                "file": "ignition.json",
+            }
+        else:
+            config = {
+                "title": "cloud-config",
+                "path": "cloud-config",
+                "suffix": ".yml",
+                "flag": "-c",
+                "file": "cloud-config.yml",
+            }
+        return self.templates.render(
+            "install.sh.j2",
+            server=server,
+            mirror=f"{server}/static/{os['name']}/{os['channel']}",
+            os=os,
+            config=config,
+            bootstrapper=str(model.bootstrapper),
+        )
+
+    def _node_context(self, model: ClusterModel, mac: str, server: str) -> dict[str, Any] | None:
+        if bootscripts.boot_spec(model, mac, server) is None:
+            return None  # an unknown machine, and unknown machines are ignored
+        node = facts.node_facts(model, mac)
+        certs = self.pki.node(model, mac)
+        tls: dict[str, str] = {
+            "ca": self.pki.ca_pem().decode(),
+            "worker_cert": certs.worker.cert_pem.decode(),
+            "worker_key": certs.worker.key_pem.decode(),
+        }
+        if certs.apiserver is not None:
+            admin = self.pki.admin()
+            tls.update(
+                apiserver_cert=certs.apiserver.cert_pem.decode(),
+                apiserver_key=certs.apiserver.key_pem.decode(),
+                admin_cert=admin.cert_pem.decode(),
+                admin_key=admin.key_pem.decode(),
+                service_account_key=self.pki.service_account_key().decode(),
+            )
+        os = self._os(model)
+        policy = model.update_policy
+        install = None
+        if os["name"] == "flatcar":
+            install = {"url": f"{server}/install.sh", "os_title": os["title"]}
+        return {
+            "mac": node["mac"],
+            "node": node,
+            "cluster": facts.cluster_facts(model, server),
+            **facts.images_facts(model),
+            "kubernetes": {
+                "version": model.kubernetes_version,
+                "kubelet_url": f"{server}/static/kubernetes/{model.kubernetes_version}/kubelet",
+            },
+            "ssh_authorized_keys": list(model.ssh_authorized_keys),
+            "update": {
+                "strategy": policy.reboot_strategy,
+                "window_start": policy.start_time,
+                "window_length": policy.time_length,
+                "conf_path": UPDATE_CONF[os["name"]],
+            },
+            "tls": tls,
+            "os": os,
+            "install": install,
+            "server": server,
+        }
+
+    def node_setup(self, model: ClusterModel, mac: str, server: str) -> dict[str, Any] | None:
+        """The machine's set-up (hostname, SSH keys, files, units), as ``node.yaml.j2`` gives it."""
+        context = self._node_context(model, mac, server)
+        if context is None:
+            return None
+        return self._setup(context)
+
+    def _setup(self, context: dict[str, Any]) -> dict[str, Any]:
+        text = self.templates.render("node.yaml.j2", **context)
+        try:
+            setup = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = self.templates.source_of("node.yaml.j2")
+            raise TemplateError(f"template {where} did not give YAML: {exc}") from None
+        if not isinstance(setup, dict) or not isinstance(setup.get("hostname"), str):
+            raise TemplateError("template node.yaml.j2 must give a mapping with a hostname")
+        setup.setdefault("files", [])
+        setup.setdefault("units", [])
+        setup.setdefault("ssh_authorized_keys", [])
+        return setup
+
+    def cloud_config(self, model: ClusterModel, mac: str, server: str) -> str | None:
+        context = self._node_context(model, mac, server)
+        if context is None:
+            return None
+        setup = self._setup(context)
+        return self.templates.render(
+            "cloud-config.yaml.j2",
+            setup=setup,
+            mac=context["mac"],
+            roles=context["node"]["roles"],
+            update=context["update"],
+        )
+
+    def ignition(self, model: ClusterModel, mac: str, server: str) -> str | None:
+        setup = self.node_setup(model, mac, server)
+        return dumps(to_ignition(setup)) if setup is not None else None
+
+    def render(self, kind: Kind, model: ClusterModel, mac: str, server: str) -> Rendered | None:
+        """What the server serves for ``kind`` to machine ``mac`` (canonical); None when the
+        machine gets nothing (unknown, and unknown machines are ignored)."""
+        if kind is Kind.INSTALL:
+            return Rendered(self.install_sh(model, server), "text/x-shellscript", False)
+        if kind is Kind.IPXE:
+            text = self.ipxe(model, mac, server)
+            return Rendered(text, "text/plain", False) if text is not None else None
+        if kind is Kind.IGNITION:
+            text = self.ignition(model, mac, server)
+            return Rendered(text, "application/json", True) if text is not None else None
+        text = self.cloud_config(model, mac, server)
+        return Rendered(text, "text/cloud-config", True) if text is not None else None
