@@ -14,8 +14,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bootstrapperd.bsroot import Bsroot
+from bootstrapperd.certs import ClusterPKI
+from bootstrapperd.model import load_cluster_file
 from bootstrapperd.pack import init_bsroot
-from tests.conftest import EXAMPLE, need_tools
+from bootstrapperd.render import Renderer
+from tests.conftest import EXAMPLE, SEXTANT_FIXTURES, need_tools
 from tests.httpapp import serve
 
 MASTER = "52:54:00:77:00:10"
@@ -192,7 +195,7 @@ async def test_install_sh_passes_shellcheck_for_flatcar_and_coreos(root: Bsroot)
             ["shellcheck", "-s", "sh", "-"], input=script, text=True, capture_output=True
         )
         assert result.returncode == 0, result.stdout
-        assert f'-b "$MIRROR"' in script
+        assert '-b "$MIRROR"' in script
 
 
 async def test_current_resolves_to_the_newest_mirrored_version(root: Bsroot) -> None:
@@ -422,3 +425,64 @@ def test_render_errors(root: Bsroot) -> None:
         text=True,
     )
     assert ignored.returncode == 1 and "unknown machines are ignored" in ignored.stderr
+
+
+DESCRIPTIONS = [*SEXTANT_FIXTURES, EXAMPLE]
+
+
+@pytest.mark.parametrize("description", DESCRIPTIONS, ids=lambda p: p.name)
+def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
+    """For every node of every Sextant description: valid YAML, the units and files its roles
+    ask for, and the facts Sextant's template carried."""
+    root = init_bsroot(description, tmp_path / "bsroot")
+    model = load_cluster_file(root.cluster_desc)
+    renderer = Renderer(root, ClusterPKI(root.tls))
+    server = "http://" + str(model.bootstrapper)
+    members = [n.hostname for n in model.etcd_members]
+    for node in model.nodes:
+        text = renderer.cloud_config(model, node.mac, server)
+        assert text is not None and text.startswith("#cloud-config\n")
+        config = yaml.safe_load(text)
+        assert config["hostname"] == node.hostname
+        assert config["ssh_authorized_keys"] == list(model.ssh_authorized_keys)
+        units = {u["name"]: u for u in config["coreos"]["units"]}
+        files = {f["path"]: f for f in config["write_files"]}
+        assert {"kubelet.service", "flanneld.service", "docker.service"} <= set(units)
+        etcd = "etcd-member.service" if node.etcd_member else "etcd-gateway.service"
+        other = "etcd-gateway.service" if node.etcd_member else "etcd-member.service"
+        assert etcd in units and other not in units, node.hostname
+        if node.etcd_member:
+            for member in members:
+                assert f"{member}=http://" in units[etcd]["content"]
+        manifests = {p for p in files if p.startswith("/etc/kubernetes/manifests/")}
+        keys = {p for p in files if p.endswith("-key.pem")}
+        kubelet = units["kubelet.service"]["content"]
+        if node.kube_master:
+            assert {m.rsplit("/", 1)[1] for m in manifests} == {
+                "kube-apiserver.yaml",
+                "kube-controller-manager.yaml",
+                "kube-scheduler.yaml",
+            }
+            assert "/etc/kubernetes/ssl/apiserver-key.pem" in keys
+            assert "--register-with-taints=node-role.kubernetes.io/control-plane" in kubelet
+        else:
+            assert not manifests and "/etc/kubernetes/ssl/apiserver-key.pem" not in keys
+        assert ("role=ingress" in kubelet) == node.ingress_label
+        assert f"--hostname-override={node.hostname} " in kubelet
+        assert f"--cluster-dns={model.cluster_dns} " in kubelet
+        assert f"--cluster-domain={model.cluster_domain} " in kubelet
+        assert f"{model.dockerdomain}:5000/" in kubelet  # images from the bootstrapper
+        assert model.flannel_backend in units["flanneld.service"]["content"]
+        if node.flannel_iface:
+            assert (
+                f"FLANNELD_IFACE={node.flannel_iface}"
+                in files["/etc/flannel/options.env"]["content"]
+            )
+        hosts = files["/etc/hosts"]["content"]
+        assert f"{model.bootstrapper} {model.dockerdomain}" in hosts
+        assert f"/etc/docker/certs.d/{model.dockerdomain}:5000/ca.crt" in files
+        update = config["coreos"]["update"]["reboot-strategy"]
+        assert update == model.update_policy.reboot_strategy
+        if update != "off":
+            assert config["coreos"]["locksmith"]["window_start"] == model.update_policy.start_time
+        assert files["/etc/kubernetes/ssl/worker-key.pem"]["permissions"] == "0600"
