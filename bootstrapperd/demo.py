@@ -154,6 +154,7 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
                 fqdn = next(n.fqdn for n in model.nodes if n.mac == mac)
                 say(f"== {cli.name}$ dig @{model.bootstrapper} {fqdn} +short")
                 say(f"   {_resolve(cli, str(model.bootstrapper), fqdn)}")
+                _tour_http(cli, f"http://{model.bootstrapper}:{model.http_port}", mac, use_dhcp)
             if hold:
                 say("\nserving; press Ctrl-C to stop and tear the lab down")
                 signal.pause()
@@ -175,6 +176,33 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
         return 130
     say("== done: namespaces, processes and the scratch bsroot are gone")
     return 0 if code == 0 else 1
+
+
+def _curl(cli: Namespace, url: str) -> str:
+    result = cli.run(["curl", "-sS", "--max-time", "10", url], timeout=20)
+    if result.returncode != 0:
+        raise LabError(f"curl {url}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _tour_http(cli: Namespace, base: str, mac: str, own_address: bool) -> None:
+    """What the live OS fetches next: install.sh, then its own configuration (served only to
+    the address that holds its lease), and where the operator sees it in its boot."""
+    script = _curl(cli, f"{base}/install.sh")
+    say(f"== {cli.name}$ curl {base}/install.sh   ({len(script.splitlines())} lines; the gist:)")
+    for line in script.splitlines():
+        if line.startswith(("MIRROR=", "VERSION=", "INSTALLER=")):
+            say(f"   {line}")
+    if own_address:
+        ignition = json.loads(_curl(cli, f"{base}/ignition/{mac}.json"))
+        files = len(ignition["storage"]["files"])
+        units = ", ".join(u["name"] for u in ignition["systemd"]["units"])
+        say(f"== {cli.name}$ curl {base}/ignition/{mac}.json")
+        say(f"   Ignition {ignition['ignition']['version']}: {files} files; units {units}")
+    node = json.loads(_curl(cli, f"{base}/api/v1/nodes/{mac}"))
+    steps = " -> ".join(f"{e['source']}:{e['kind']}" for e in node["timeline"])
+    say(f"== {cli.name}$ curl {base}/api/v1/nodes/{mac}")
+    say(f"   {node['hostname']}: stage {node['stage']}; timeline {steps}")
 
 
 def _tour_reload(desc: Path, daemon: subprocess.Popen[bytes], cli: Namespace, url: str) -> None:
