@@ -106,6 +106,21 @@ def wait_udp_listening(
     raise LabError(f"nothing listens on UDP port {port} in {ns.name} after {timeout} s")
 
 
+def wait_tcp_listening(
+    ns: Namespace, port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0
+) -> None:
+    """Wait until something in ``ns`` listens on TCP ``port`` (``ss -ltn``); fail if proc dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"server exited with status {proc.returncode} before listening")
+        listing = ns.run(["ss", "-Hltn", f"sport = :{port}"], timeout=5).stdout
+        if listing.strip():
+            return
+        time.sleep(0.05)
+    raise LabError(f"nothing listens on TCP port {port} in {ns.name} after {timeout} s")
+
+
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (or the platform's processor string)."""
     with contextlib.suppress(OSError):
@@ -212,3 +227,37 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+@dataclass
+class PairLab:
+    """A server namespace and a client namespace joined by one veth pair."""
+
+    lab: NetLab
+    server: Namespace
+    client: Namespace
+
+
+def pair_lab(
+    lab: NetLab,
+    server: tuple[str, str],
+    client: tuple[str, str],
+    prefix_len: int,
+    mtu: int | None = None,
+) -> PairLab:
+    """``server`` and ``client`` are (interface, address); both ends get ``mtu`` when given."""
+    server_ns = lab.namespace("srv")
+    client_ns = lab.namespace("cli")
+    (server_if, server_addr), (client_if, client_addr) = server, client
+    lab.veth(
+        server_ns,
+        server_if,
+        client_ns,
+        client_if,
+        f"{server_addr}/{prefix_len}",
+        f"{client_addr}/{prefix_len}",
+    )
+    if mtu is not None:
+        server_ns.ip("link", "set", server_if, "mtu", str(mtu))
+        client_ns.ip("link", "set", client_if, "mtu", str(mtu))
+    return PairLab(lab, server_ns, client_ns)

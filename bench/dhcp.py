@@ -27,11 +27,13 @@ from bootstrapperd.pack import init_bsroot
 from .common import (
     VENV_BIN,
     Launch,
+    PairLab,
     counter_delta,
     cpu_seconds,
     machine_facts,
     median,
     names_arg,
+    pair_lab,
     peak_rss_kib,
     positive_int,
     program_pid,
@@ -334,28 +336,12 @@ class RunResult:
         return 100.0 * self.server_cpu_s / self.wall_time_s
 
 
-@dataclass
-class Lab:
-    """The two namespaces every run shares."""
-
-    lab: NetLab
-    server: Namespace
-    client: Namespace
+Lab = PairLab
 
 
 def build_lab(lab: NetLab) -> Lab:
     """Server and client namespaces joined by one veth pair, both /16 in 10.88.0.0."""
-    server = lab.namespace("srv")
-    client = lab.namespace("cli")
-    lab.veth(
-        server,
-        SERVER_IF,
-        client,
-        CLIENT_IF,
-        f"{SERVER_ADDR}/{PREFIX_LEN}",
-        f"{CLIENT_ADDR}/{PREFIX_LEN}",
-    )
-    return Lab(lab, server, client)
+    return pair_lab(lab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN)
 
 
 def run_perfdhcp(ns: Namespace, load: Load, duration: int) -> tuple[PerfdhcpStats, float, str]:

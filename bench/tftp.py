@@ -44,18 +44,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bootstrapperd.model import ConfigError
-from bootstrapperd.netlab import LabError, Namespace, NetLab, unavailable_reason
+from bootstrapperd.netlab import LabError, NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 from .common import (
     VENV_BIN,
     Launch,
+    PairLab,
     counter_delta,
     cpu_seconds,
     fmt,
     machine_facts,
     median,
     names_arg,
+    pair_lab,
     positive_int,
     program_pid,
     running,
@@ -294,30 +296,12 @@ class FetchResult:
     log_warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Lab:
-    """The two namespaces every run shares."""
-
-    lab: NetLab
-    server: Namespace
-    client: Namespace
+Lab = PairLab
 
 
 def build_lab(lab: NetLab) -> Lab:
     """Server and client namespaces joined by one veth pair (MTU 1500), both in 10.89.0.0/24."""
-    server = lab.namespace("srv")
-    client = lab.namespace("cli")
-    lab.veth(
-        server,
-        SERVER_IF,
-        client,
-        CLIENT_IF,
-        f"{SERVER_ADDR}/{PREFIX_LEN}",
-        f"{CLIENT_ADDR}/{PREFIX_LEN}",
-    )
-    server.ip("link", "set", SERVER_IF, "mtu", str(MTU))
-    client.ip("link", "set", CLIENT_IF, "mtu", str(MTU))
-    return Lab(lab, server, client)
+    return pair_lab(lab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN, MTU)
 
 
 def _children_cpu() -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bootstrapperd import bootscripts
 from bootstrapperd.bsroot import Bsroot
 from bootstrapperd.certs import ClusterPKI
