@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..bootscripts import boot_spec
 from ..model.fields import canonical_mac
-from ..render import Kind
+from ..render import PRIVATE_KINDS, Kind
 from .context import CONTEXT, EVENT
 from .files import ObservedFile
 
@@ -70,13 +70,20 @@ def _own_only(request: web.Request, mac: str) -> None:
     )
 
 
+def _served(request: web.Request, mac: str) -> None:
+    """404 for a machine that gets nothing (unknown, and unknown machines are ignored)."""
+    if boot_spec(request.app[CONTEXT].holder.model, mac, "") is None:
+        raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")
+
+
 async def _rendered(request: web.Request, kind: Kind, mac: str) -> web.Response:
     context = request.app[CONTEXT]
+    _served(request, mac)
+    if kind in PRIVATE_KINDS:
+        _own_only(request, mac)  # before rendering: a refused client costs no keys or template
     rendered = context.renderer.render(kind, context.holder.model, mac, server_of(request))
     if rendered is None:
         raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")
-    if rendered.private:
-        _own_only(request, mac)
     return web.Response(
         text=rendered.text,
         content_type=rendered.content_type,
@@ -131,8 +138,7 @@ async def node_tls(request: web.Request) -> web.Response:
     mark(request, "tls", mac, file=name)
     context = request.app[CONTEXT]
     model = context.holder.model
-    if boot_spec(model, mac, "") is None:
-        raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")
+    _served(request, mac)
     _own_only(request, mac)
     which, part = _TLS_FILES[name]
     certs = context.pki.node(model, mac)

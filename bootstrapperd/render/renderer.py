@@ -22,7 +22,7 @@ from . import facts
 from .ignition import dumps, to_ignition
 from .templates import TemplateError, Templates
 
-__all__ = ["Kind", "Rendered", "Renderer", "TemplateError"]
+__all__ = ["PRIVATE_KINDS", "Kind", "Rendered", "Renderer", "TemplateError"]
 
 OS_TITLES = {"flatcar": "Flatcar Container Linux", "coreos": "CoreOS Container Linux"}
 UPDATE_CONF = {"flatcar": "/etc/flatcar/update.conf", "coreos": "/etc/coreos/update.conf"}
@@ -33,6 +33,9 @@ class Kind(StrEnum):
     IGNITION = "ignition"
     IPXE = "ipxe"
     INSTALL = "install"
+
+
+PRIVATE_KINDS = frozenset({Kind.CLOUD_CONFIG, Kind.IGNITION})  # they carry private keys
 
 
 @dataclass(frozen=True, slots=True)
