@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -16,6 +17,8 @@ from .bootscripts import base_url
 from .bsroot import Bsroot
 from .certs import ClusterPKI, PKIError
 from .daemon import StartupError, resolve_listen, run
+from .manifest import Manifest, ManifestError
+from .manifest import verify as verify_manifest
 from .model import ConfigError, load_cluster_file
 from .model.fields import canonical_mac
 from .model.holder import ModelHolder
@@ -105,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to let transfers finish on shutdown (default 3; "
         "env BOOTSTRAPPERD_GRACE_PERIOD)",
     )
+    serve.add_argument(
+        "--verify-bsroot",
+        choices=["full", "quick", "off"],
+        default=_env("VERIFY_BSROOT", "full"),
+        help="check bsroot against manifest.json at start: full (sha256 of every file, the "
+        "default), quick (presence and size) or off (env BOOTSTRAPPERD_VERIFY_BSROOT)",
+    )
     _add_log_options(serve)
 
     render = sub.add_parser(
@@ -187,12 +197,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for warning in holder.model.warnings:
         log.warning("%s", warning)
+    if args.verify_bsroot != "off":
+        check_bsroot(bsroot, full=args.verify_bsroot == "full")
     try:
         listen = resolve_listen(holder.model, args.interface, args.address, args.http_port)
         return asyncio.run(run(holder, listen, args.grace_period, bsroot, Notifier()))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_INVALID
+
+
+def check_bsroot(bsroot: Bsroot, *, full: bool) -> bool:
+    """Compare bsroot with its manifest.json and name every missing or corrupt file. Serving
+    goes on either way (DHCP, DNS and the files that are good still help); the log says what
+    to re-run. True when everything matched."""
+    try:
+        manifest = Manifest.load(bsroot)
+    except ManifestError as exc:
+        log.warning("bsroot: %s", exc)
+        return False
+    started = time.monotonic()
+    problems = verify_manifest(bsroot, manifest, full=full)
+    fields = {
+        "files": len(manifest.files),
+        "check": "sha256" if full else "size",
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    for problem in problems:
+        log.error("bsroot: %s", problem, extra={"fields": {"path": problem.path}})
+    if problems:
+        log.error(
+            "bsroot: %d of %d files missing or corrupt; re-run bootstrapperd-pack and copy "
+            "bsroot again",
+            len(problems),
+            len(manifest.files),
+            extra={"fields": fields},
+        )
+        return False
+    log.info("bsroot matches manifest.json", extra={"fields": fields})
+    return True
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -10,12 +10,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # DHCP server of the proxy-mode test, and the benchmarks' reference) and Kea with perfdhcp
 # (kea-admin) for the DHCP benchmark; openssl to verify certificate chains; Debian's chromium for
 # the status-page test (driven by Playwright, which is told to use it: nothing is downloaded);
-# nginx-light, the HTTP benchmark's reference.
+# nginx-light, the HTTP benchmark's reference. For pack and the registry: gpgv (checks the OS
+# images' signatures) and gpg (signs the tests' stand-in release), ipxe (the boot files pack
+# copies), docker-registry (CNCF distribution: the registry serve runs, and the tests' source
+# registry), docker.io (the registry's Docker mode and `docker load` of pack's archives; the
+# tests start their own isolated engine, never the system's).
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
   dnsmasq-base kea-admin kea-dhcp4-server dnsperf
   openssl chromium nginx-light
+  gpg gpgv ipxe docker-registry docker.io
 )
 
 missing=()

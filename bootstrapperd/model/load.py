@@ -32,9 +32,12 @@ from .types import (
     ClusterModel,
     DHCPConfig,
     DHCPMode,
+    Downloads,
     Node,
     OSConfig,
     PackSettings,
+    RegistryConfig,
+    RegistryMode,
     UnknownMachines,
     UpdatePolicy,
 )
@@ -49,6 +52,9 @@ DEFAULT_FLANNEL_BACKEND = "host-gw"
 DEFAULT_LEASE_SECONDS = 3600  # dnsmasq's own default when a dhcp-range gives none
 DEFAULT_HTTP_PORT = 80
 DEFAULT_KUBERNETES_VERSION = "v1.31.4"
+DEFAULT_KUBERNETES_DOWNLOADS = "https://dl.k8s.io/release"
+DEFAULT_IPXE_DOWNLOADS = "https://boot.ipxe.org"
+DEFAULT_REGISTRY_IMAGE = "docker.io/library/registry:2.8.3"
 _K8S_VERSION = re.compile(r"v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+_-]+)?")
 
 FLANNEL_BACKENDS = ("host-gw", "udp", "vxlan")
@@ -107,6 +113,8 @@ TOP_KEYS = (
     "dhcp",
     "http_port",
     "kubernetes_version",
+    "downloads",
+    "registry",
 )
 # Keys Sextant read that bootstrapperd has no use for: accepted, with a warning saying so.
 IGNORED_KEYS = {"nginx_root_dir": "bootstrapperd serves HTTP itself; nginx_root_dir is not used"}
@@ -242,6 +250,8 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
 
     images = _images(data, r)
     kubernetes_version = _kubernetes_version(data, r, images)
+    downloads = _downloads(data, r)
+    registry = _registry(data, r)
     keys = _ssh_keys(data, r)
     coreos = r.mapping(data, (), "coreos")
     r.unknown_keys(coreos, ("coreos",), ("reboot_strategy", "start_time", "time_length"))
@@ -312,6 +322,8 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         ceph=ceph_config,
         images=MappingProxyType(dict(images)),
         kubernetes_version=kubernetes_version,
+        downloads=downloads,
+        registry=registry,
         pack=pack,
         nodes=tuple(nodes),
         warnings=tuple(p for p in r.problems if p.severity is Severity.WARNING),
@@ -462,6 +474,61 @@ def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str])
     if _K8S_VERSION.fullmatch(tag.split("_", 1)[0]):
         return tag.split("_", 1)[0]
     return DEFAULT_KUBERNETES_VERSION
+
+
+def _url(r: Reader, block: dict[str, Any], path: Path, key: str, default: str) -> str:
+    url = r.string(block, path, key, default) or default
+    if not re.match(r"^(https?|file)://", url):
+        r.error((*path, key), f"{url!r} is not an http(s):// or file:// URL")
+    return url.rstrip("/")
+
+
+def _downloads(data: dict[str, Any], r: Reader) -> Downloads:
+    path: Path = ("downloads",)
+    block = r.mapping(data, (), "downloads")
+    r.unknown_keys(
+        block,
+        path,
+        ("kubernetes", "ipxe", "signing_key", "signing_key_fingerprint", "registries"),
+    )
+    fingerprint = r.string(block, path, "signing_key_fingerprint")
+    if fingerprint is not None:
+        fingerprint = fingerprint.replace(" ", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fingerprint):
+            r.error((*path, "signing_key_fingerprint"), "expected a 40-hex-digit key fingerprint")
+    registries: dict[str, str] = {}
+    mirrors = r.mapping(block, path, "registries")
+    for host, url in mirrors.items():
+        if not isinstance(url, str) or not re.match(r"^https?://", url):
+            r.error((*path, "registries", host), f"{url!r} is not an http(s):// URL")
+            continue
+        registries[str(host)] = url.rstrip("/")
+    return Downloads(
+        kubernetes=_url(r, block, path, "kubernetes", DEFAULT_KUBERNETES_DOWNLOADS),
+        ipxe=_url(r, block, path, "ipxe", DEFAULT_IPXE_DOWNLOADS),
+        signing_key=r.string(block, path, "signing_key"),
+        signing_key_fingerprint=fingerprint,
+        registries=MappingProxyType(registries),
+    )
+
+
+def _registry(data: dict[str, Any], r: Reader) -> RegistryConfig:
+    path: Path = ("registry",)
+    block = r.mapping(data, (), "registry")
+    r.unknown_keys(block, path, ("mode", "url", "image"))
+    url = r.string(block, path, "url")
+    default_mode = RegistryMode.EXTERNAL if url is not None else RegistryMode.AUTO
+    if block.get("mode") is False:  # unquoted off: YAML 1.1 reads it as false
+        mode = RegistryMode.OFF
+    else:
+        modes = [m.value for m in RegistryMode]
+        mode = RegistryMode(r.choice(block, path, "mode", modes, default_mode.value))
+    if url is not None and not re.match(r"^https?://", url):
+        r.error((*path, "url"), f"{url!r} is not an http(s):// URL")
+    if mode is RegistryMode.EXTERNAL and url is None:
+        r.error((*path, "url"), "mode external needs the registry's URL")
+    image = r.string(block, path, "image", DEFAULT_REGISTRY_IMAGE) or DEFAULT_REGISTRY_IMAGE
+    return RegistryConfig(mode=mode, url=url.rstrip("/") if url else None, image=image.strip())
 
 
 def _string_list(data: dict[str, Any], r: Reader, key: str) -> list[str]:

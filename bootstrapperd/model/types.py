@@ -93,6 +93,34 @@ class OSConfig:
 
 
 @dataclass(frozen=True)
+class Downloads:
+    """Where ``bootstrapperd-pack`` fetches from (the ``downloads`` block); None = the default."""
+
+    kubernetes: str  # base URL: <base>/<version>/bin/linux/amd64/<binary> (+ .sha256)
+    ipxe: str  # base URL of undionly.kpxe and ipxe.efi, used when the ipxe package is absent
+    signing_key: str | None  # URL or file of the OS image signing key (None: the OS's own)
+    signing_key_fingerprint: str | None  # its primary key fingerprint (None: the OS's own)
+    registries: Mapping[str, str]  # registry host as written in references -> base URL
+
+
+class RegistryMode(StrEnum):
+    AUTO = "auto"  # a Docker engine if one answers, else a registry binary on PATH
+    DOCKER = "docker"
+    BINARY = "binary"
+    EXTERNAL = "external"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The registry nodes pull from at ``<dockerdomain>:5000`` (the ``registry`` block)."""
+
+    mode: RegistryMode
+    url: str | None  # the external registry's base URL (mode external)
+    image: str  # the registry image pack fetches and the Docker mode runs
+
+
+@dataclass(frozen=True)
 class DHCPConfig:
     mode: DHCPMode
     unknown_machines: UnknownMachines
@@ -161,6 +189,8 @@ class ClusterModel:
     ceph: CephConfig
     images: Mapping[str, str]
     kubernetes_version: str
+    downloads: Downloads
+    registry: RegistryConfig
     pack: PackSettings
     nodes: tuple[Node, ...]
     warnings: tuple[Problem, ...] = ()

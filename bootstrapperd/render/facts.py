@@ -12,6 +12,7 @@ from typing import Any
 
 from ..model import ClusterModel
 from ..model.fields import hostname_from_mac
+from ..oci.reference import local_reference
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -19,6 +20,7 @@ __all__ = [
     "cluster_facts",
     "cluster_images",
     "images_facts",
+    "local_image",
     "node_facts",
     "registry",
 ]
@@ -48,18 +50,26 @@ def registry(model: ClusterModel) -> str:
     return f"{model.dockerdomain}:{REGISTRY_PORT}"
 
 
+def local_image(model: ClusterModel, original: str) -> str:
+    """What nodes pull: ``original`` on the bootstrapper's registry, named as the pusher names
+    it (a reference the pusher cannot name is kept as written, and fails visibly there)."""
+    try:
+        return local_reference(registry(model), original)
+    except ValueError:
+        return f"{registry(model)}/{original}"
+
+
 def _control_plane(model: ClusterModel, images: Mapping[str, str]) -> dict[str, Any]:
     """Image and command of each control-plane component: its own image, or Sextant's hyperkube."""
-    local = registry(model)
     parts: dict[str, Any] = {}
     for component in _CONTROL_PLANE:
         key = component.replace("-", "_")
         if component in images:
-            parts[key] = {"image": f"{local}/{images[component]}", "command": [component]}
+            parts[key] = {"image": local_image(model, images[component]), "command": [component]}
         else:
             sub = component.removeprefix("kube-")
             parts[key] = {
-                "image": f"{local}/{images['hyperkube']}",
+                "image": local_image(model, images["hyperkube"]),
                 "command": ["/hyperkube", sub],
             }
     return parts
@@ -146,8 +156,7 @@ def node_facts(model: ClusterModel, mac: str) -> dict[str, Any]:
 
 def images_facts(model: ClusterModel) -> dict[str, Any]:
     images = cluster_images(model)
-    local = registry(model)
     facts: dict[str, Any] = {
-        name.replace("-", "_"): f"{local}/{ref}" for name, ref in images.items()
+        name.replace("-", "_"): local_image(model, ref) for name, ref in images.items()
     }
     return {"images": facts, "control_plane": _control_plane(model, images)}

@@ -62,13 +62,13 @@ def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_pack_writes_layout_and_refuses_bad_description(tmp_path: Path) -> None:
     out = tmp_path / "bsroot"
-    assert pack.main([str(EXAMPLE), "-o", str(out)]) == 0
+    assert pack.main([str(EXAMPLE), "-o", str(out), "--no-downloads"]) == 0
     assert (out / "config" / "cluster-desc.yml").read_bytes() == EXAMPLE.read_bytes()
     for sub in ("tftpboot", "html/static", "images", "tls", "state"):
         assert (out / sub).is_dir()
     assert not list((out / "config").glob(".*.part"))
     bad = tmp_path / "bad.yml"
     bad.write_text(EXAMPLE.read_text().replace("kube_master: y", "kube_master: n"))
-    assert pack.main([str(bad), "-o", str(out)]) == 1
+    assert pack.main([str(bad), "-o", str(out), "--no-downloads"]) == 1
     # the bad description did not replace the good one
     assert (out / "config" / "cluster-desc.yml").read_bytes() == EXAMPLE.read_bytes()

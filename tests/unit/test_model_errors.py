@@ -161,6 +161,31 @@ BROKEN = [
         id="bad-dhcp-mode",
     ),
     pytest.param(
+        BASE + "registry: {mode: sideways}\n",
+        "registry.mode: 'sideways' is not one of: auto, docker, binary, external, off (line 23)",
+        id="bad-registry-mode",
+    ),
+    pytest.param(
+        BASE + "registry: {mode: external}\n",
+        "registry.url: mode external needs the registry's URL (line 23)",
+        id="external-registry-without-url",
+    ),
+    pytest.param(
+        BASE + "downloads:\n  kubernetes: dl.k8s.io\n",
+        "downloads.kubernetes: 'dl.k8s.io' is not an http(s):// or file:// URL (line 24)",
+        id="bad-kubernetes-url",
+    ),
+    pytest.param(
+        BASE + "downloads:\n  signing_key_fingerprint: F88CFEDE\n",
+        "downloads.signing_key_fingerprint: expected a 40-hex-digit key fingerprint (line 24)",
+        id="bad-fingerprint",
+    ),
+    pytest.param(
+        BASE + "downloads:\n  registries: {quay.io: quay-mirror}\n",
+        "downloads.registries.quay.io: 'quay-mirror' is not an http(s):// URL (line 24)",
+        id="bad-registry-mirror",
+    ),
+    pytest.param(
         "- just\n- a list\n",
         "expected a mapping of keys at the top, got a list (line 1)",
         id="not-a-mapping",
@@ -288,6 +313,32 @@ def test_new_keys() -> None:
     assert (model.dhcp.mode.value, model.dhcp.unknown_machines.value) == ("proxy", "ignore")
     assert model.http_port == 8080
     assert model.lease_seconds == 5400
+
+
+def test_pack_and_registry_keys() -> None:
+    model = load(BASE)
+    assert model.downloads.kubernetes == "https://dl.k8s.io/release"
+    assert model.downloads.signing_key is None and dict(model.downloads.registries) == {}
+    assert (model.registry.mode.value, model.registry.url) == ("auto", None)
+    assert model.registry.image == "docker.io/library/registry:2.8.3"
+    model = load(
+        BASE
+        + "downloads:\n"
+        + "  kubernetes: http://mirror.test/k8s/\n"
+        + "  signing_key: keys/release.asc\n"
+        + "  signing_key_fingerprint: f88c fede ff29 a5b4 d952 3864 e25d 9aed 0593 b34a\n"
+        + "  registries: {docker.io: 'http://hub-mirror.test'}\n"
+        + "registry: {url: 'https://registry.test:5000'}\n"
+    )
+    assert model.downloads.kubernetes == "http://mirror.test/k8s"
+    assert model.downloads.signing_key == "keys/release.asc"
+    assert model.downloads.signing_key_fingerprint == "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A"
+    assert dict(model.downloads.registries) == {"docker.io": "http://hub-mirror.test"}
+    assert (model.registry.mode.value, model.registry.url) == (
+        "external",
+        "https://registry.test:5000",
+    )
+    assert load(BASE + "registry: {mode: off}\n").registry.mode.value == "off"
 
 
 def test_mac_spellings_are_canonical_and_lookups_accept_any() -> None:

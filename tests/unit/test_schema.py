@@ -15,7 +15,13 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from bootstrapperd.model import ConfigError, DHCPMode, UnknownMachines, load_cluster_text
+from bootstrapperd.model import (
+    ConfigError,
+    DHCPMode,
+    RegistryMode,
+    UnknownMachines,
+    load_cluster_text,
+)
 from bootstrapperd.model.load import (
     FLANNEL_BACKENDS,
     IGNORED_KEYS,
@@ -33,6 +39,8 @@ OS_KEYS = {"name", "channel", "version", "mirror"}
 DHCP_KEYS = {"mode", "unknown_machines"}
 COREOS_KEYS = {"reboot_strategy", "start_time", "time_length"}
 CEPH_KEYS = {"zap_and_start_osd", "osd_journal_size"}
+DOWNLOADS_KEYS = {"kubernetes", "ipxe", "signing_key", "signing_key_fingerprint", "registries"}
+REGISTRY_KEYS = {"mode", "url", "image"}
 
 BASE = """\
 bootstrapper: 10.0.0.2
@@ -136,7 +144,14 @@ def test_node_keys_match_loader(schema: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("block", "keys"),
-    [("os", OS_KEYS), ("dhcp", DHCP_KEYS), ("coreos", COREOS_KEYS), ("ceph", CEPH_KEYS)],
+    [
+        ("os", OS_KEYS),
+        ("dhcp", DHCP_KEYS),
+        ("coreos", COREOS_KEYS),
+        ("ceph", CEPH_KEYS),
+        ("downloads", DOWNLOADS_KEYS),
+        ("registry", REGISTRY_KEYS),
+    ],
 )
 def test_block_keys_match_loader(schema: dict[str, Any], block: str, keys: set[str]) -> None:
     assert set(schema["properties"][block]["properties"]) == keys
@@ -150,6 +165,7 @@ def test_block_keys_match_loader(schema: dict[str, Any], block: str, keys: set[s
         (("dhcp", "mode"), tuple(m.value for m in DHCPMode)),
         (("dhcp", "unknown_machines"), tuple(u.value for u in UnknownMachines)),
         (("coreos", "reboot_strategy"), REBOOT_STRATEGIES),
+        (("registry", "mode"), tuple(m.value for m in RegistryMode)),
     ],
 )
 def test_enums_match_loader(

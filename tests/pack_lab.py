@@ -1,0 +1,184 @@
+"""A local release mirror for pack's tests (and the e2e lab): the layout of the OS vendor's
+release servers and of dl.k8s.io, signed by a test key, served by aiohttp on loopback with a
+log of every request and faults a test can ask for (a connection cut in the middle, a flipped
+byte, a wrong checksum, a bad signature). Nothing here talks to anything but 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+BOARD = "amd64-usr"
+
+
+@dataclass(frozen=True)
+class ReleaseKey:
+    """An OpenPGP signing key made for the test (ed25519, no passphrase)."""
+
+    home: Path  # GNUPGHOME holding the secret key
+    armored: bytes
+    fingerprint: str
+
+    @classmethod
+    def create(cls, directory: Path, name: str = "Test Release Signer") -> ReleaseKey:
+        home = directory / "gnupg"
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = {**os.environ, "GNUPGHOME": str(home)}
+        subprocess.run(
+            [
+                *("gpg", "--batch", "--passphrase", "", "--quick-gen-key"),
+                *(f"{name} <t@test>", "ed25519", "sign", "never"),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        armored = subprocess.run(
+            ["gpg", "--armor", "--export"], env=env, check=True, capture_output=True
+        ).stdout
+        listing = subprocess.run(
+            ["gpg", "--with-colons", "--list-keys"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fingerprint = next(
+            line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
+        )
+        return cls(home, armored, fingerprint)
+
+    def sign(self, data: bytes) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "data"
+            path.write_bytes(data)
+            subprocess.run(
+                ["gpg", "--batch", "--detach-sign", "-o", f"{path}.sig", str(path)],
+                env={**os.environ, "GNUPGHOME": str(self.home)},
+                check=True,
+                capture_output=True,
+            )
+            return Path(f"{path}.sig").read_bytes()
+
+
+def release_files(os_name: str, version: str, size: int = 200_000) -> dict[str, bytes]:
+    """Stand-in release files of distinct, recognisable content (not bootable)."""
+    files = {}
+    for n, suffix in enumerate(
+        ("production_pxe.vmlinuz", "production_pxe_image.cpio.gz", "production_image.bin.bz2")
+    ):
+        seed = f"{os_name}-{version}-{suffix}".encode()
+        block = hashlib.sha256(seed).digest() * (size // 32 + n + 1)
+        files[f"{os_name}_{suffix}"] = block[: size + n * 1000]
+    return files
+
+
+def version_txt(os_name: str, version: str) -> bytes:
+    prefix = os_name.upper()
+    return f"{prefix}_BUILD=1\n{prefix}_VERSION={version}\n{prefix}_VERSION_ID={version}\n".encode()
+
+
+@dataclass
+class Mirror:
+    """The files served (URL path → bytes) and what the server saw."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
+    cuts: dict[str, int] = field(default_factory=dict)  # path -> responses to cut (half sent)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add_release(
+        self,
+        key: ReleaseKey,
+        os_name: str,
+        channel: str,
+        version: str,
+        files: Mapping[str, bytes] | None = None,
+        *,
+        current: bool = True,
+    ) -> dict[str, bytes]:
+        """A release under ``/<channel>/amd64-usr/<version>/`` (the mirror URL is
+        ``<url>/{channel}``), every file signed; ``current`` pointing at it when asked."""
+        files = dict(files or release_files(os_name, version))
+        base = f"/{channel}/{BOARD}/{version}"
+        for name, data in files.items():
+            self.files[f"{base}/{name}"] = data
+            self.files[f"{base}/{name}.sig"] = key.sign(data)
+        self.files[f"{base}/version.txt"] = version_txt(os_name, version)
+        if current:
+            self.files[f"/{channel}/{BOARD}/current/version.txt"] = version_txt(os_name, version)
+        return files
+
+    def add_kubernetes(self, version: str, names: tuple[str, ...] = ("kubelet", "kubectl")) -> None:
+        for name in names:
+            data = hashlib.sha256(f"{name}-{version}".encode()).digest() * 3000
+            path = f"/kubernetes/{version}/bin/linux/amd64/{name}"
+            self.files[path] = data
+            self.files[f"{path}.sha256"] = hashlib.sha256(data).hexdigest().encode()
+
+    def file_requests(self) -> list[str]:
+        """GETs of anything but small metadata (version.txt, .sig, .sha256)."""
+        small = ("version.txt", ".sig", ".sha256")
+        return [p for m, p, _ in self.requests if m == "GET" and not p.endswith(small)]
+
+
+@asynccontextmanager
+async def serve_mirror(mirror: Mirror) -> AsyncIterator[Mirror]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        mirror.requests.append((request.method, path, request.headers.get("Range")))
+        data = mirror.files.get(path)
+        if data is None:
+            raise web.HTTPNotFound()
+        start = 0
+        status = 200
+        range_header = request.headers.get("Range", "")
+        if range_header.startswith("bytes=") and range_header.endswith("-"):
+            start = int(range_header[6:-1])
+            status = 206
+        body = data[start:]
+        response = web.StreamResponse(status=status)
+        response.content_length = len(body)
+        response.headers["ETag"] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        if mirror.cuts.get(path, 0) > 0:
+            mirror.cuts[path] -= 1
+            await response.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None)
+    assert sockets
+    mirror.port = sockets[0].getsockname()[1]
+    try:
+        yield mirror
+    finally:
+        await runner.cleanup()
