@@ -28,6 +28,7 @@ from .http import HTTPContext, create_app
 from .machines import Machines
 from .model import ClusterModel
 from .model.holder import ModelHolder
+from .registry import RegistryService
 from .render import Renderer
 from .sdnotify import Notifier
 from .startup import StartupError, cannot_listen
@@ -41,6 +42,7 @@ STATE_DB = "bootstrapperd.db"
 
 log = logging.getLogger("bootstrapperd")
 http_log = logging.getLogger("bootstrapperd.http")
+registry_log = logging.getLogger("bootstrapperd.registry")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Daemon:
         self.tftp: TFTPService | None = None
         self.dns: DNSService | None = None
         self.http: HTTPContext | None = None
+        self.registry: RegistryService | None = None
 
     async def start(self) -> None:
         pki = ClusterPKI(self.bsroot.tls)
@@ -151,6 +154,9 @@ class Daemon:
             renderer,
         )
         self.dns = DNSService(self.holder, self.listen.address, leases)
+        self.registry = RegistryService(
+            self.holder, self.bsroot, self.listen.address, pki, grace=self.grace_period
+        )
         self.http = HTTPContext(
             holder=self.holder,
             bsroot=self.bsroot,
@@ -164,6 +170,7 @@ class Daemon:
                 "tftp": lambda: self.tftp.counters if self.tftp is not None else {},
                 "dns": lambda: self.dns.counters if self.dns is not None else {},
             },
+            registry=self.registry,
         )
         try:
             self.dhcp.start()
@@ -174,6 +181,15 @@ class Daemon:
             await self.stop()
             raise
         self.holder.subscribe(self._on_reload)
+        await self._start_registry()
+
+    async def _start_registry(self) -> None:
+        """Last, and in the background: whatever the registry does, the rest keeps serving."""
+        assert self.registry is not None
+        try:
+            await self.registry.start()
+        except Exception:
+            registry_log.exception("cannot start the registry")
 
     async def _start_http(self) -> None:
         assert self.http is not None
@@ -213,8 +229,9 @@ class Daemon:
             )
 
     async def stop(self) -> None:
-        # HTTP requests and TFTP transfers in flight finish together, within one grace period.
-        await asyncio.gather(self._stop_http(), self._stop_tftp())
+        # HTTP requests and TFTP transfers in flight finish together, within one grace period;
+        # the registry stops meanwhile.
+        await asyncio.gather(self._stop_http(), self._stop_tftp(), self._stop_registry())
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None
@@ -228,6 +245,14 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _stop_registry(self) -> None:
+        if self.registry is not None:
+            try:
+                await self.registry.stop()
+            except Exception:  # never in the way of the other services' stop
+                registry_log.exception("cannot stop the registry")
+            self.registry = None
 
     async def _stop_tftp(self) -> None:
         if self.tftp is not None:

@@ -12,6 +12,7 @@ end, or on Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -136,7 +137,10 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
             say(f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} ({machine})")
             argv = [sys.executable, "-m", "bootstrapperd", "serve", "--bsroot", str(bsroot.root)]
             say(f"== {srv.name}$ bootstrapperd serve --bsroot {bsroot.root}")
-            daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # The lab is private: its registry runs as the docker-registry binary (when
+            # installed), never as a container in this machine's own Docker engine.
+            env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/bootstrapperd-demo.sock"}
+            daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             assert daemon.stdout is not None
             relay = _relay(daemon.stdout, "   daemon | ")
             url = f"http://{model.bootstrapper}:{model.http_port}/healthz"

@@ -14,6 +14,10 @@ import pytest
 from bootstrapperd.netlab import NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
+# The suite never uses this machine's Docker engine: daemons the tests start find none (their
+# registry then runs as the docker-registry binary); the Docker tests start their own engine.
+os.environ["DOCKER_HOST"] = "unix:///nonexistent/bootstrapperd-tests/docker.sock"
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "examples" / "cluster-desc.yml"
 SEXTANT_FIXTURES = sorted((REPO / "tests" / "fixtures" / "sextant").iterdir())

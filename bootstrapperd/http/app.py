@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .. import __version__
+from ..registry.service import absent_status
 from ..render import TemplateError
 from . import machine, nodes
 from .context import CONTEXT, EVENT, HTTPContext
@@ -18,7 +19,7 @@ from .metrics import metrics
 log = logging.getLogger("bootstrapperd.http")
 
 # Requests an operator's tools repeat all day: logged at debug, not info.
-_QUIET_ROUTES = {"status", "api", "metrics", "healthz"}
+_QUIET_ROUTES = {"status", "api", "api-registry", "metrics", "healthz"}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -43,12 +44,19 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def registry_status(request: web.Request) -> web.Response:
+    """The registry: backend, state, and the push state of every archive and image in it."""
+    registry = request.app[CONTEXT].registry
+    return web.json_response(registry.status() if registry is not None else absent_status())
+
+
 ROUTES = [
     web.get("/", nodes.status_page, name="status"),
     web.get("/healthz", healthz, name="healthz"),
     web.get("/metrics", metrics, name="metrics"),
     web.get("/api/v1/nodes", nodes.list_nodes, name="api"),
     web.get("/api/v1/nodes/{mac}", nodes.one_node, name="api-node"),
+    web.get("/api/v1/registry", registry_status, name="api-registry"),
     web.post("/api/v1/nodes/{mac}/report", nodes.report, name="report"),
     web.get("/boot/{name}", machine.boot_binary, name="boot-file"),
     web.get("/boot.ipxe", machine.chain_ipxe, name="chain"),

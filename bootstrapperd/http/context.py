@@ -14,6 +14,7 @@ from ..certs import ClusterPKI
 from ..dhcp.leases import LeaseStore
 from ..machines import Machines
 from ..model.holder import ModelHolder
+from ..registry import RegistryService
 from ..render import Renderer
 from ..timeline import Timeline
 
@@ -31,6 +32,7 @@ class HTTPContext:
     timeline: Timeline
     # Other services' counters for /metrics: name ("dhcp", "tftp", "dns") → current counts.
     service_counters: Mapping[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
+    registry: RegistryService | None = None  # None: no registry service (tests, tools)
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, status) → n
     sent_bytes: Counter[str] = field(default_factory=Counter)  # route → bytes
     started_at: float = field(default_factory=time.monotonic)

@@ -1,6 +1,7 @@
 """``/metrics``: Prometheus text, read at scrape time from the services' own counters (nothing is
 counted twice): DHCP, TFTP and DNS events, HTTP requests and bytes, leases by state, free pool
-addresses, and how many machines are at each boot stage."""
+addresses, how many machines are at each boot stage, and the registry (up, images by push
+state, blobs by result)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..progress import STAGES
+from ..registry.service import absent_status
 from .context import CONTEXT, HTTPContext
 from .nodes import NOT_SEEN
 
@@ -101,6 +103,33 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_nodes_failed", "Machines whose latest event is a failure", value=failed
         )
+        yield from _registry(context)
+
+
+def _registry(context: HTTPContext) -> Iterator[Metric]:
+    registry = context.registry
+    status = registry.status() if registry is not None else absent_status()
+    yield GaugeMetricFamily(
+        f"{PREFIX}_registry_up",
+        "1 while the registry answers its API over verified TLS",
+        value=1 if status["up"] else 0,
+    )
+    images = GaugeMetricFamily(
+        f"{PREFIX}_registry_images",
+        "Images to push into the registry, by state (an archive not read yet counts as one)",
+        labels=["state"],
+    )
+    for state, count in status["counts"].items():
+        images.add_metric([state], count)
+    yield images
+    blobs = CounterMetricFamily(
+        f"{PREFIX}_registry_blobs",
+        "Blobs handled by pushes: uploaded, already present, or mounted from another repository",
+        labels=["result"],
+    )
+    for result, count in status["blobs"].items():
+        blobs.add_metric([result], count)
+    yield blobs
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -91,6 +91,55 @@ WORKER = make_node("52:54:00:77:00:11", "worker1", "installed", ip="10.77.0.11")
 SPARE = make_node("52:54:00:77:00:12", "worker2", None)
 
 
+def registry_image(original: str, state: str, reason: str | None = None) -> dict[str, Any]:
+    return {
+        "image": original,
+        "reference": f"bootstrapper:5000/{original}",
+        "state": state,
+        "digest": None,
+        "attempts": 1,
+        "reason": reason,
+        "note": None,
+        "blobs": {"uploaded": 0, "present": 0, "mounted": 0},
+        "bytes_uploaded": 0,
+    }
+
+
+def registry_payload(
+    state: str, archives: list[tuple[str, str, str | None, list[dict[str, Any]]]], **extra: Any
+) -> dict[str, Any]:
+    """``GET /api/v1/registry``: archives as (name, state, reason, images)."""
+    counts = dict.fromkeys(("pending", "pushing", "pushed", "present", "failed"), 0)
+    for _, archive_state, _, images in archives:
+        for image in images or [{"state": archive_state}]:
+            counts[image["state"]] += 1
+    return {
+        "mode": "auto",
+        "backend": "binary",
+        "state": state,
+        "up": state == "ready",
+        "detail": None,
+        "registry": "bootstrapper:5000",
+        "endpoint": "https://10.77.0.1:5000",
+        "instance": {"pid": 4242},
+        "restarts": 0,
+        "restart_pending": False,
+        "push_done": False,
+        "counts": counts,
+        "blobs": {"uploaded": 0, "present": 0, "mounted": 0},
+        "archives": [
+            {"archive": name, "state": archive_state, "attempts": 1, "reason": reason,
+             "retrying": False, "finished_at": None, "images": images}
+            for name, archive_state, reason, images in archives
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+PAUSE_PUSHED = registry_image("registry.k8s.io/pause:3.9", "pushed")
+REGISTRY = registry_payload("ready", [("kube.tar", "pushed", None, [PAUSE_PUSHED])])
+
+
 class FakeApi:
     """The canned answers; tests change them while the page polls."""
 
@@ -99,6 +148,7 @@ class FakeApi:
         self._nodes = copy.deepcopy(nodes)
         self._timelines: dict[str, list[dict[str, Any]]] = {}
         self._failing = False
+        self._registry: dict[str, Any] = copy.deepcopy(REGISTRY)
         self.paths: list[str] = []
 
     def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
@@ -113,11 +163,17 @@ class FakeApi:
         with self._lock:
             self._failing = failing
 
+    def set_registry(self, registry: dict[str, Any]) -> None:
+        with self._lock:
+            self._registry = copy.deepcopy(registry)
+
     def answer(self, path: str) -> tuple[int, str, bytes]:
         with self._lock:
             self.paths.append(path)
             if path in ("/", "/index.html"):
                 return 200, "text/html; charset=utf-8", STATUS_HTML.read_bytes()
+            if path == "/api/v1/registry":
+                return 200, "application/json", json.dumps(self._registry).encode()
             if not path.startswith("/api/v1/nodes"):
                 return 404, "text/plain", b"not found\n"
             if self._failing:
@@ -478,4 +534,76 @@ def test_a_machine_without_news_is_flagged(status: StatusPage) -> None:
     expect(last_seen).to_have_text(re.compile(r"^2\d min ago$"))
     expect(last_seen).to_have_class(re.compile(r"\bstalled\b"))
     expect(status.cell(WORKER["mac"], "last-seen")).not_to_have_class(re.compile(r"\bstalled\b"))
+    status.assert_quiet()
+
+
+def test_registry_section_shows_each_image_and_what_failed(status: StatusPage) -> None:
+    from playwright.sync_api import expect
+
+    unreadable = "cannot read the archive: /bsroot/images/broken.tar: not a readable tar file"
+    coredns = registry_image("registry.k8s.io/coredns/coredns:v1.11.1", "present")
+    flannel = registry_image("docker.io/flannel/flannel:v0.25.1", "failed", HOSTILE)
+    status.api.set_registry(
+        registry_payload(
+            "ready",
+            [
+                ("broken.tar", "failed", unreadable, []),
+                ("flannel.tar", "failed", "docker.io/flannel/flannel:v0.25.1: HTTP 400", [flannel]),
+                ("kube.tar", "pushed", None, [PAUSE_PUSHED, coredns]),
+            ],
+        )
+    )
+    status.open()
+    page = status.page
+    section = page.locator("#registry")
+    expect(section).to_be_visible()
+    expect(page.locator('[data-field="registry-name"]')).to_have_text("bootstrapper:5000")
+    expect(page.locator('[data-field="registry-backend"]')).to_have_text("binary")
+    expect(page.locator('[data-field="registry-state"]')).to_have_text("ready")
+    expect(page.locator('[data-field="registry-state"]')).to_have_class(re.compile(r"\bok\b"))
+    expect(page.locator('[data-field="registry-summary"]')).to_have_text(
+        "1 pushed, 1 present, 2 failed"
+    )
+    lines = section.locator("li[data-image]")
+    expect(lines).to_have_count(4)
+    images = lines.evaluate_all("lines => lines.map(l => [l.dataset.image, l.dataset.state])")
+    assert images == [
+        ["broken.tar", "failed"],
+        ["bootstrapper:5000/docker.io/flannel/flannel:v0.25.1", "failed"],
+        ["bootstrapper:5000/registry.k8s.io/pause:3.9", "pushed"],
+        ["bootstrapper:5000/registry.k8s.io/coredns/coredns:v1.11.1", "present"],
+    ]
+    broken = section.locator('li[data-image="broken.tar"]')
+    expect(broken.locator('[data-field="image-state"]')).to_have_text("failed")
+    expect(broken.locator('[data-field="reason"]')).to_have_text(unreadable)
+    color = broken.locator('[data-field="reason"]').evaluate("e => getComputedStyle(e).color")
+    red, green, blue = (int(c) for c in re.findall(r"\d+", color)[:3])
+    assert red > 150 and red > 2 * green and red > 2 * blue, color
+    flannel_line = lines.nth(1)
+    expect(flannel_line.locator('[data-field="reason"]')).to_have_text(HOSTILE)  # as text
+    assert page.locator("img").count() == 0
+    expect(lines.nth(2).locator('[data-field="reason"]')).to_have_count(0)
+
+    # The next poll: the registry restarts, and the retried image went up.
+    again = registry_payload(
+        "restarting",
+        [
+            ("broken.tar", "failed", unreadable, []),
+            ("flannel.tar", "pushed", None, [{**flannel, "state": "pushed", "attempts": 2}]),
+            ("kube.tar", "pushed", None, [PAUSE_PUSHED, coredns]),
+        ],
+        detail="exit status 2; last output: listen tcp 10.77.0.1:5000: bind: address in use",
+        restarts=1,
+    )
+    status.api.set_registry(again)
+    expect(page.locator('[data-field="registry-state"]')).to_have_text("restarting")
+    detail = page.locator('[data-field="registry-detail"]')
+    expect(detail).to_be_visible()
+    expect(detail).to_contain_text("address in use")
+    expect(flannel_line.locator('[data-field="image-state"]')).to_have_text("pushed")
+    expect(page.locator('[data-field="registry-summary"]')).to_have_text(
+        "2 pushed, 1 present, 1 failed, restarted 1 time"
+    )
+    # The machines' table is not disturbed by any of this.
+    expect(status.cell(MASTER["mac"], "stage")).to_have_text("kernel/initrd")
     status.assert_quiet()
