@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..bsroot import write_atomically
+from ..manifest import sha256_file
 from .fetch import Fetcher, FetchError
 
 __all__ = [
@@ -39,14 +40,6 @@ class BinaryError(Exception):
     """A binary that cannot be packed; the message names it and the reason."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 async def fetch_kubernetes(
     fetcher: Fetcher,
     base: str,
@@ -62,7 +55,7 @@ async def fetch_kubernetes(
         sum_path = directory / f"{name}.sha256"
         if dest.exists() and sum_path.exists():
             known = _parse_sum(sum_path.read_text("ascii", "replace"))
-            if known is not None and sha256_of(dest) == known:
+            if known is not None and sha256_file(dest) == known:
                 written += [dest, sum_path]
                 continue
         url = f"{base.rstrip('/')}/{version}/bin/linux/amd64/{name}"
@@ -102,7 +95,7 @@ async def fetch_ipxe(
         local = next((d / name for d in package_dirs if (d / name).is_file()), None)
         if local is not None:
             data = local.read_bytes()
-            if not dest.exists() or sha256_of(dest) != hashlib.sha256(data).hexdigest():
+            if not dest.exists() or sha256_file(dest) != hashlib.sha256(data).hexdigest():
                 write_atomically(dest, data)
                 log(f"copied {name} from {local}")
             written.append(dest)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -95,13 +95,7 @@ async def _pack_archive(
     say: Callable[[str], None],
 ) -> Path:
     resolved = await asyncio.gather(*(client.resolve(o) for o in originals), return_exceptions=True)
-    failures = [
-        f"{original}: {result}"
-        for original, result in zip(originals, resolved, strict=True)
-        if isinstance(result, BaseException)
-    ]
-    if failures:
-        raise ImagesError(", ".join(failures))
+    _raise_failures(originals, resolved)
     images = [r for r in resolved if isinstance(r, ResolvedImage)]
     previous = _open_previous(target)
     if previous is not None and _holds(previous, images):
@@ -114,13 +108,7 @@ async def _pack_archive(
         *(client.pull(image, blob_dir, fetcher) for image in images),
         return_exceptions=True,
     )
-    failures = [
-        f"{image.original}: {result}"
-        for image, result in zip(images, pulled, strict=True)
-        if isinstance(result, BaseException)
-    ]
-    if failures:
-        raise ImagesError(", ".join(failures))
+    _raise_failures([i.original for i in images], pulled)
     done = [p for p in pulled if isinstance(p, PulledImage)]
     try:
         archive = await asyncio.to_thread(write_archive, target, done)
@@ -131,6 +119,17 @@ async def _pack_archive(
         f"{archive.size / (1 << 20):.1f} MiB"
     )
     return target
+
+
+def _raise_failures(originals: list[str], results: Sequence[object]) -> None:
+    """One ImagesError naming every image whose resolve or pull raised."""
+    failures = [
+        f"{original}: {result}"
+        for original, result in zip(originals, results, strict=True)
+        if isinstance(result, BaseException)
+    ]
+    if failures:
+        raise ImagesError(", ".join(failures))
 
 
 def _open_previous(target: Path) -> ImageArchive | None:
