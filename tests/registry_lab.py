@@ -696,7 +696,10 @@ class DockerDaemon:
         self.data_root.mkdir(parents=True, exist_ok=True)
         config = self.base / "daemon.json"
         config.write_text("{}")  # not /etc/docker/daemon.json: its settings could conflict
-        namespace = f"bsd-{self.base.name[-8:].lower()}"
+        # containerd namespaces are [a-z0-9] words joined by '.', '_' or '-': mkdtemp's suffix may
+        # hold '_' at either end, so keep only letters and digits.
+        suffix = "".join(c for c in self.base.name[-8:].lower() if c.isalnum())
+        namespace = f"bsd-{suffix}"
         argv = [
             "dockerd",
             "--iptables=false",
