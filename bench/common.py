@@ -263,6 +263,21 @@ def pair_lab(
     return PairLab(lab, server_ns, client_ns)
 
 
+def serve_args(bsroot: Path, interface: str, http_port: int) -> list[str]:
+    """``bootstrapperd serve``'s arguments in every benchmark: quiet, on the lab's interface."""
+    return [
+        "serve",
+        "--bsroot",
+        str(bsroot),
+        "--interface",
+        interface,
+        "--log-level",
+        "warning",
+        "--http-port",
+        str(http_port),
+    ]
+
+
 def lab_description(generator: str, network: str, server: str, mac: str) -> str:
     """A one-node cluster description for a benchmark's /24 lab (``network`` like 10.89.0)
     with no DHCP server, served by ``server``."""
@@ -287,6 +302,8 @@ images: {{}}
 ssh_authorized_keys:
   - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ6A4YCOeE3uokw83aYlwiydyL7QBJMEpz4GykWAgmb3 bench"
 dhcp:
+  mode: "off"
+registry:
   mode: "off"
 nodes:
   - mac: "{mac}"

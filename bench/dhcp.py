@@ -39,6 +39,7 @@ from .common import (
     program_pid,
     running,
     scratch_dir,
+    serve_args,
     udp_counters,
     wait_udp_listening,
 )
@@ -183,6 +184,8 @@ ssh_authorized_keys:
 dhcp:
   mode: full
   unknown_machines: allow
+registry:
+  mode: "off"
 nodes:
   - mac: "52:54:00:88:00:01"
     cur_host_name: "bench1"
@@ -199,17 +202,7 @@ def launch_bootstrapperd(run_dir: Path, profile: Path | None) -> Launch:
     desc = run_dir / "cluster-desc.yml"
     desc.write_text(CLUSTER_DESC)
     bsroot = init_bsroot(desc, run_dir / "bsroot")
-    serve = [
-        "serve",
-        "--bsroot",
-        str(bsroot.root),
-        "--interface",
-        SERVER_IF,
-        "--log-level",
-        "warning",
-        "--http-port",
-        str(HTTP_PORT),
-    ]
+    serve = serve_args(bsroot.root, SERVER_IF, HTTP_PORT)
     if profile is None:
         argv = [str(VENV_BIN / "bootstrapperd"), *serve]
     else:

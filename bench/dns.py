@@ -67,6 +67,7 @@ from .common import (
     program_pid,
     running,
     scratch_dir,
+    serve_args,
     tail,
     udp_counters,
     wait_udp_listening,
@@ -361,6 +362,8 @@ def cluster_desc(nodes: int = NODES) -> str:
         ' bench"',
         "dhcp:",
         '  mode: "off"',
+        "registry:",
+        '  mode: "off"',
         "nodes:",
     ]
     for i in range(1, nodes + 1):
@@ -380,18 +383,7 @@ def launch_bootstrapperd(run_dir: Path) -> Launch:
     desc = run_dir / "cluster-desc.yml"
     desc.write_text(cluster_desc())
     bsroot = init_bsroot(desc, run_dir / "bsroot")
-    argv = [
-        str(VENV_BIN / "bootstrapperd"),
-        "serve",
-        "--bsroot",
-        str(bsroot.root),
-        "--interface",
-        SERVER_IF,
-        "--log-level",
-        "warning",
-        "--http-port",
-        str(HTTP_PORT),
-    ]
+    argv = [str(VENV_BIN / "bootstrapperd"), *serve_args(bsroot.root, SERVER_IF, HTTP_PORT)]
     return Launch(run_dir, argv)
 
 

@@ -70,6 +70,7 @@ from .common import (
     program_pid,
     running,
     scratch_dir,
+    serve_args,
     tail,
     wait_tcp_listening,
 )
@@ -336,18 +337,7 @@ def build_bsroot(scratch: Path, size: int, chunk: int = MIB) -> Path:
 
 def launch_bootstrapperd(run_dir: Path, bsroot: Path) -> Launch:
     """``bootstrapperd serve`` on the shared bsroot (HTTP on 10.91.0.1:80)."""
-    argv = [
-        str(VENV_BIN / "bootstrapperd"),
-        "serve",
-        "--bsroot",
-        str(bsroot),
-        "--interface",
-        SERVER_IF,
-        "--log-level",
-        "warning",
-        "--http-port",
-        str(HTTP_PORT),
-    ]
+    argv = [str(VENV_BIN / "bootstrapperd"), *serve_args(bsroot, SERVER_IF, HTTP_PORT)]
     return Launch(run_dir, argv)
 
 

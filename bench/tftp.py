@@ -64,6 +64,7 @@ from .common import (
     program_pid,
     running,
     scratch_dir,
+    serve_args,
     tail,
     udp_counters,
     wait_udp_listening,
@@ -196,18 +197,7 @@ def launch_bootstrapperd(run_dir: Path, payload: Payload) -> Launch:
     desc.write_text(CLUSTER_DESC)
     bsroot = init_bsroot(desc, run_dir / "bsroot")
     place(payload, bsroot.tftpboot)
-    argv = [
-        str(VENV_BIN / "bootstrapperd"),
-        "serve",
-        "--bsroot",
-        str(bsroot.root),
-        "--interface",
-        SERVER_IF,
-        "--log-level",
-        "warning",
-        "--http-port",
-        str(HTTP_PORT),
-    ]
+    argv = [str(VENV_BIN / "bootstrapperd"), *serve_args(bsroot.root, SERVER_IF, HTTP_PORT)]
     return Launch(run_dir, argv)
 
 
