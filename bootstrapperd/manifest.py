@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,15 +114,25 @@ def _walk(bsroot: Bsroot) -> Iterator[tuple[str, Path]]:
                 yield path.relative_to(bsroot.root).as_posix(), path
 
 
-def build(bsroot: Bsroot, created_by: str, previous: Manifest | None = None) -> Manifest:
-    """Hash every covered file; a file whose size and mtime equal the previous manifest's entry
-    keeps its recorded hash (pack rewrote nothing there)."""
+def build(
+    bsroot: Bsroot,
+    created_by: str,
+    previous: Manifest | None = None,
+    known: Mapping[Path, tuple[int, int, str]] | None = None,
+) -> Manifest:
+    """Hash every covered file, except where the hash is already known for the file's current
+    size and mtime: from ``known`` (absolute path → size, mtime_ns, sha256: what the downloader
+    hashed as it wrote) or from the previous manifest's entry (pack rewrote nothing there)."""
     files: dict[str, Entry] = {}
     for name, path in _walk(bsroot):
         if path.is_symlink():
             files[name] = Entry(size=0, sha256=None, link=os.readlink(path))
             continue
         stat = path.stat()
+        hashed = known.get(path.absolute()) if known else None
+        if hashed and hashed[:2] == (stat.st_size, stat.st_mtime_ns):
+            files[name] = Entry(stat.st_size, hashed[2], mtime_ns=stat.st_mtime_ns)
+            continue
         old = previous.files.get(name) if previous else None
         if old and old.sha256 and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
             files[name] = old

@@ -78,8 +78,9 @@ async def pack(
     options: PackOptions,
     progress: Progress,
     say: Callable[[str], None],
-) -> list[str]:
-    """Fetch every part into ``bsroot``; the failures, by part (empty when all went well)."""
+) -> tuple[list[str], dict[Path, tuple[int, int, str]]]:
+    """Fetch every part into ``bsroot``: the failures, by part (empty when all went well), and
+    the hashes the downloader computed (for the manifest)."""
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
         fetcher = Fetcher(
@@ -121,7 +122,7 @@ async def pack(
             if not isinstance(result, Exception):
                 raise result
             failures.append(f"{name}: {_describe(result)}")
-    return failures
+    return failures, fetcher.hashed
 
 
 def _describe(exc: Exception) -> str:
@@ -300,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     progress = Progress.for_stream(sys.stderr, force_plain=args.plain)
     try:
-        failures = asyncio.run(pack(model, args.file, bsroot, options, progress, say))
+        failures, hashed = asyncio.run(pack(model, args.file, bsroot, options, progress, say))
     except (FetchError, SignatureError, OSError) as exc:
-        failures = [f"signing key: {exc}"]
+        failures, hashed = [f"signing key: {exc}"], {}
     except KeyboardInterrupt:
         say("interrupted: partial downloads are kept as .part files and resumed next time")
         return 130
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = None
     with contextlib.suppress(ManifestError):
         previous = Manifest.load(bsroot)
-    manifest = build(bsroot, f"bootstrapperd-pack {__version__}", previous)
+    manifest = build(bsroot, f"bootstrapperd-pack {__version__}", previous, hashed)
     manifest.write(bsroot)
     total = sum(e.size for e in manifest.files.values())
     say(f"wrote {bsroot.root / 'manifest.json'}: {len(manifest.files)} files, {total} bytes")

@@ -323,6 +323,9 @@ class Fetcher:
         self._downloaded = 0
         # Two fetches of the same file at once would write the same part file.
         self._busy: dict[Path, asyncio.Lock] = {}
+        # Every file fetched or found good: (size, mtime_ns, sha256), so that a manifest
+        # written afterwards need not read it again.
+        self.hashed: dict[Path, tuple[int, int, str]] = {}
 
     @property
     def downloaded(self) -> int:
@@ -356,7 +359,10 @@ class Fetcher:
         lock = self._busy.setdefault(dest.absolute(), asyncio.Lock())
         async with lock:
             try:
-                return await self._fetch(url, dest, name, expected, size, headers, verify, mode)
+                got = await self._fetch(url, dest, name, expected, size, headers, verify, mode)
+                stat = got.path.stat()
+                self.hashed[got.path.absolute()] = (stat.st_size, stat.st_mtime_ns, got.sha256)
+                return got
             except OSError as exc:  # the local side (disk full, permissions): not retried
                 raise FetchError(f"{name}: {exc} (fetching {url})", url) from exc
 
