@@ -24,7 +24,6 @@ __all__ = [
     "CONTAINER_CERT_DIR",
     "CONTAINER_CONFIG",
     "CONTAINER_DATA",
-    "REGISTRY_PORT",
     "BackendChoice",
     "RegistryFiles",
     "ServerConfig",
@@ -35,7 +34,6 @@ __all__ = [
     "render_config",
 ]
 
-REGISTRY_PORT = 5000
 # Upstream's binary is `registry`; Debian's docker-registry package installs `docker-registry`.
 BINARY_NAMES = ("registry", "docker-registry")
 # Where the registry image expects its files (the official image's layout).

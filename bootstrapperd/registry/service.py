@@ -33,11 +33,12 @@ from ..bsroot import Bsroot, write_atomically
 from ..certs import ClusterPKI, PKIError
 from ..model import ClusterModel, RegistryMode
 from ..model.holder import ModelHolder
+from ..render.facts import REGISTRY_PORT
+from ..render.facts import registry as registry_name
 from .binary import BinaryLauncher
 from .config import (
     CONTAINER_CERT_DIR,
     CONTAINER_DATA,
-    REGISTRY_PORT,
     BackendChoice,
     RegistryFiles,
     ServerConfig,
@@ -116,7 +117,7 @@ class RegistryService:
         self.binary_lookup = binary_lookup
         model = holder.model
         self.mode = model.registry.mode
-        self.registry_name = f"{model.dockerdomain}:{REGISTRY_PORT}"
+        self.registry_name = registry_name(model)
         self.endpoint: str | None = None  # where pushes and probes go
         self.backend: str | None = None
         self.state = "off" if self.mode is RegistryMode.OFF else "starting"
