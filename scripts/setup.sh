@@ -14,13 +14,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # images' signatures) and gpg (signs the tests' stand-in release), ipxe (the boot files pack
 # copies), docker-registry (CNCF distribution: the registry serve runs, and the tests' source
 # registry), docker.io (the registry's Docker mode and `docker load` of pack's archives; the
-# tests start their own isolated engine, never the system's).
+# tests start their own isolated engine, never the system's). For the VM boot tests, the demo and
+# the boot benchmark: QEMU with its iPXE ROMs, OVMF (the UEFI run), cpio (the test initramfs),
+# ndisc6 (rdisc6, a real router-advertisement client). For the packaging test: python3-venv
+# (the image's venv) and systemd (systemd-analyze verify on the units).
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
   dnsmasq-base kea-admin kea-dhcp4-server dnsperf
   openssl chromium nginx-light
   gpg gpgv ipxe docker-registry docker.io
+  qemu-system-x86 ipxe-qemu ovmf cpio ndisc6 python3-venv systemd
 )
 
 missing=()
@@ -57,5 +61,13 @@ if [ ! -e "$stamp" ]; then
   echo "setup: installing bootstrapperd and its dev tools into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # The packaging test installs the package as the Containerfile does, with no network: it
+  # takes the runtime dependencies and the build backend from this wheelhouse.
+  rm -rf .venv/wheelhouse
+  .venv/bin/python -m pip download -q -d .venv/wheelhouse . "hatchling>=1.18"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# The VM lab's kernel (tests, demo, boot benchmark): Debian's linux-image-amd64, downloaded and
+# unpacked into the user's cache (never installed). A no-op when it is already there.
+.venv/bin/python -m bootstrapperd.vmlab.kernel

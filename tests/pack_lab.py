@@ -1,4 +1,4 @@
-"""A local release mirror for pack's tests (and the e2e lab): the layout of the OS vendor's
+"""A local release mirror for pack's tests: the layout of the OS vendor's
 release servers and of dl.k8s.io, signed by a test key, served by aiohttp on loopback with a
 log of every request and faults a test can ask for (a connection cut in the middle, a flipped
 byte, a wrong checksum, a bad signature). Nothing here talks to anything but 127.0.0.1."""
@@ -6,67 +6,15 @@ byte, a wrong checksum, a bad signature). Nothing here talks to anything but 127
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
-BOARD = "amd64-usr"
+from bootstrapperd.vmlab.release import BOARD, ReleaseKey, version_txt
 
-
-@dataclass(frozen=True)
-class ReleaseKey:
-    """An OpenPGP signing key made for the test (ed25519, no passphrase)."""
-
-    home: Path  # GNUPGHOME holding the secret key
-    armored: bytes
-    fingerprint: str
-
-    @classmethod
-    def create(cls, directory: Path, name: str = "Test Release Signer") -> ReleaseKey:
-        home = directory / "gnupg"
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        env = {**os.environ, "GNUPGHOME": str(home)}
-        subprocess.run(
-            [
-                *("gpg", "--batch", "--passphrase", "", "--quick-gen-key"),
-                *(f"{name} <t@test>", "ed25519", "sign", "never"),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        armored = subprocess.run(
-            ["gpg", "--armor", "--export"], env=env, check=True, capture_output=True
-        ).stdout
-        listing = subprocess.run(
-            ["gpg", "--with-colons", "--list-keys"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        fingerprint = next(
-            line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
-        )
-        return cls(home, armored, fingerprint)
-
-    def sign(self, data: bytes) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "data"
-            path.write_bytes(data)
-            subprocess.run(
-                ["gpg", "--batch", "--detach-sign", "-o", f"{path}.sig", str(path)],
-                env={**os.environ, "GNUPGHOME": str(self.home)},
-                check=True,
-                capture_output=True,
-            )
-            return Path(f"{path}.sig").read_bytes()
+__all__ = ["BOARD", "Mirror", "ReleaseKey", "release_files", "serve_mirror", "version_txt"]
 
 
 def release_files(os_name: str, version: str, size: int = 200_000) -> dict[str, bytes]:
@@ -79,11 +27,6 @@ def release_files(os_name: str, version: str, size: int = 200_000) -> dict[str, 
         block = hashlib.sha256(seed).digest() * (size // 32 + n + 1)
         files[f"{os_name}_{suffix}"] = block[: size + n * 1000]
     return files
-
-
-def version_txt(os_name: str, version: str) -> bytes:
-    prefix = os_name.upper()
-    return f"{prefix}_BUILD=1\n{prefix}_VERSION={version}\n{prefix}_VERSION_ID={version}\n".encode()
 
 
 @dataclass

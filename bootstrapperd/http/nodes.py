@@ -18,7 +18,8 @@ from .context import CONTEXT, HTTPContext
 log = logging.getLogger("bootstrapperd.http")
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
-REPORTS = ("installing", "installed", "install-failed")
+# "note": a remark from the machine (a check it made), kept in its timeline; no stage.
+REPORTS = ("installing", "installed", "install-failed", "note")
 NOT_SEEN = "not-seen"
 
 
