@@ -4,9 +4,10 @@ No image builder can run in the suite: a build pulls ``debian:12-slim`` and runs
 against the Debian archive, and tests never send traffic off the machine. So the install is
 followed step by step from the Containerfile itself: its build stage's COPY lines fill a
 scratch "root" from this tree, its RUN lines (python3 -m venv, pip install) run there with
-their paths moved under that root, pip restricted to the machine's local package indexes and
-run inside an empty network namespace (it cannot reach anything). The final stage's ENV,
-ENTRYPOINT and CMD then start the daemon in a lab namespace, as ``docker run`` would.
+their paths moved under that root, pip restricted to local package sources (the wheelhouse
+scripts/setup.sh fills, the machine's local indexes) and run inside an empty network namespace
+(it cannot reach anything). The final stage's ENV, ENTRYPOINT and CMD then start the daemon in
+a lab namespace, as ``docker run`` would.
 
 The direct unit is run the way systemd would run it, as far as that works without systemd:
 its ExecStart and Environment, an unprivileged user holding exactly its AmbientCapabilities,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -46,6 +48,9 @@ CONTAINERFILE = REPO / "Containerfile"
 CONTAINERIGNORE = REPO / ".containerignore"
 DIRECT_UNIT = REPO / "systemd" / "bootstrapperd.service"
 CONTAINER_UNIT = REPO / "systemd" / "bootstrapperd-container.service"
+# scripts/setup.sh downloads the runtime dependencies and the build backend (hatchling and its
+# own dependencies) here: the offline install takes them from this directory.
+WHEELHOUSE = REPO / ".venv" / "wheelhouse"
 
 # What a Debian image's RUN lines see as PATH (the builder's default), and what systemd gives
 # a service on Debian 12 (merged /usr): the tests resolve programs the same way.
@@ -175,20 +180,30 @@ class Rootfs:
     def rewrite(self, text: str) -> str:
         for prefix in self.owned:
             pattern = rf"(?<![\w./-]){re.escape(prefix)}(?=/|\s|:|$)"
-            moved = str(self.path(prefix))
-            text = re.sub(pattern, lambda _, moved=moved: moved, text)
+            # A function, not a replacement string: the path is inserted as it is.
+            text = re.sub(pattern, functools.partial(_moved_to, str(self.path(prefix))), text)
         return text
 
 
+def _moved_to(moved: str, _: re.Match[str]) -> str:
+    return moved
+
+
 def local_pip_environment() -> dict[str, str]:
-    """pip's environment for the install: the package sources this machine's pip is configured
+    """pip's environment for the install: the wheelhouse scripts/setup.sh fills (every runtime
+    dependency and the build backend) and the package sources this machine's pip is configured
     with (files, PIP_* variables), local ones only; every config file ignored, so PyPI is
     never the default."""
+    need(
+        any(WHEELHOUSE.glob("hatchling-*.whl")),
+        f"no wheelhouse in {WHEELHOUSE} (the runtime dependencies and hatchling, which the "
+        "offline install takes from there): run scripts/setup.sh",
+    )
     listing = subprocess.run(
         [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True
     ).stdout
     indexes: list[str] = []
-    links: list[str] = []
+    links: list[str] = [str(WHEELHOUSE)]
     for line in listing.splitlines():
         key, _, value = line.partition("=")
         option = key.rpartition(".")[2]
@@ -199,11 +214,6 @@ def local_pip_environment() -> dict[str, str]:
                 indexes.append(source)
             elif local and option == "find-links" and source not in links:
                 links.append(source)
-    need(
-        bool(indexes or links),
-        "pip has no local package index or find-links configured (`pip config list`); the "
-        "install must not download from the internet",
-    )
     env = {
         "PIP_CONFIG_FILE": os.devnull,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -238,7 +248,8 @@ def _run_step(ns: Namespace, argv: list[str], cwd: Path, env: dict[str, str], st
     missing = re.findall(r"No matching distribution found for (\S+)", output)
     need(
         not missing,
-        f"the local package index lacks {', '.join(missing)} (needed by: {step})",
+        f"neither {WHEELHOUSE} nor the local package indexes hold {', '.join(missing)} "
+        f"(needed by: {step}): run scripts/setup.sh, which fills the wheelhouse",
     )
     assert result.returncode == 0, f"{step} failed ({result.returncode}):\n{output[-3000:]}"
 
