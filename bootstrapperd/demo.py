@@ -1,112 +1,157 @@
-"""``bootstrapperd demo``: check the bundled example, then serve it inside a private network lab.
+"""``bootstrapperd demo``: the bundled example cluster installing itself onto virtual machines.
 
-The lab is two network namespaces joined by a veth pair: the bootstrapper side holds the
-example's ``bootstrapper`` address; the machine side wears the MAC of one of the example's
-nodes and gets its address, hostname and the rest from the daemon's DHCP (busybox ``udhcpc``).
-The tour: check → pack a bsroot → ``serve`` (finding its interface by itself) → a DHCP lease on
-the machine side → ``/healthz`` from there → its iPXE script over TFTP → its name through DNS
-→ reload with SIGHUP → a broken reload that is refused → SIGTERM. Everything is removed at the
-end, or on Ctrl-C.
+It checks the example, packs a bsroot from a local mirror of the lab's stand-in OS (see
+:mod:`bootstrapperd.vmlab`), builds a private network lab (the bootstrapper's namespace, and a
+bridge with one tap per machine in another; nothing touches the host's interfaces), starts
+``bootstrapperd serve`` there, and PXE-boots three QEMU machines at once: the example's master
+(static address), a worker, and a MAC the example does not list. Each machine's timeline is
+printed as the daemon records it, with what the machine's console says, and the status page is
+reachable on this machine's loopback while the demo runs. Everything is removed at the end, or
+on Ctrl-C.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
-import subprocess
-import sys
+import socket
 import tempfile
 import threading
 import time
-from ipaddress import IPv4Address
 from pathlib import Path
-from typing import IO
+from typing import Any
 
-from .model import ClusterModel, ConfigError, DHCPMode, load_cluster_file
-from .netlab import LabError, Namespace, NetLab, unavailable_reason, wait_for_http
-from .pack import init_bsroot
+from .model import ConfigError, load_cluster_file
+from .netlab import LabError, NetLab, unavailable_reason
 from .resources import example_cluster
 from .summary import render_summary
+from .vmlab.kernel import KernelError
+from .vmlab.lab import BootLab, Machine, pack_bsroot
+from .vmlab.qemu import MachineSpec, missing_tools
+
+BOOT_TIMEOUT = 420.0
+STRANGER_MAC = "52:54:00:77:00:99"  # a machine the example does not list
+DOCKER_HOST = "unix:///nonexistent/bootstrapperd-demo.sock"  # never this machine's own Docker
+CLONE_NEWNET = 0x40000000
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _spare_address(model: ClusterModel) -> IPv4Address:
-    """An address for the machine side: in the subnet, not the pool, not reserved, not a node's."""
-    taken = {model.bootstrapper, *model.routers, *model.static_addresses}
-    for host in reversed(list(model.network.hosts())):
-        if host not in taken and host not in model.pool:
-            return host
-    raise LabError(f"no spare address left in {model.network} for the demo's client side")
+class LoopbackForward:
+    """``127.0.0.1:<port>`` on this machine → the daemon's HTTP port inside the lab, so the
+    status page opens in a browser here. Each connection is made from a thread that has
+    entered the lab namespace (setns affects only the calling thread)."""
+
+    def __init__(self, namespace: str, target: tuple[str, int]) -> None:
+        self._netns = f"/run/netns/{namespace}"
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with client, open(self._netns) as netns:
+            if libc.setns(netns.fileno(), CLONE_NEWNET) != 0:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=10)
+            except OSError:
+                return
+            with upstream:
+                upstream.settimeout(None)
+                back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+                back.start()
+                _pump(client, upstream)
+                back.join()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
 
 
-UDHCPC_SCRIPT = """#!/bin/sh
-case "$1" in bound|renew)
-  ip addr flush dev "$interface" scope global
-  ip addr add "$ip/${mask:-24}" dev "$interface"
-  echo "lease ip=$ip hostname=$hostname router=$router dns=$dns domain=$domain lease=${lease}s";;
-esac
-exit 0
-"""
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
 
 
-def _dhcp_lease(cli: Namespace, workdir: Path, interface: str) -> str:
-    """Ask the daemon for a lease with busybox udhcpc, as a machine would; what it got."""
-    script = workdir / "udhcpc.sh"
-    script.write_text(UDHCPC_SCRIPT)
-    script.chmod(0o755)
-    argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-t", "5", "-T", "1"]
-    result = cli.run([*argv, "-i", interface, "-s", str(script)], timeout=30)
-    leases = [line for line in result.stdout.splitlines() if line.startswith("lease ")]
-    if result.returncode != 0 or not leases:
-        raise LabError(f"udhcpc got no lease: {result.stderr.strip() or result.stdout.strip()}")
-    return leases[-1]
+class Narrator:
+    """Prints every machine's new timeline events and console lines as they appear."""
+
+    def __init__(self, lab: BootLab, machines: list[Machine], start: float) -> None:
+        self.lab = lab
+        self.machines = machines
+        self.start = start
+        self.seen_events = {m.mac: 0 for m in machines}
+        self.seen_marks = {m.mac: 0 for m in machines}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.width = max(len(m.name) for m in machines)
+
+    def line(self, at: float, machine: Machine, text: str) -> None:
+        say(f"  {at - self.start:6.1f} s  {machine.name:<{self.width}}  {text}")
+
+    def tick(self) -> None:
+        for machine in self.machines:
+            with contextlib.suppress(LabError, ValueError):
+                self.nodes[machine.mac] = self.lab.api(f"/api/v1/nodes/{machine.mac}")
+            events = self.nodes.get(machine.mac, {}).get("timeline", [])
+            for event in events[self.seen_events[machine.mac] :]:
+                self.line(event["at"], machine, _describe_event(event))
+            self.seen_events[machine.mac] = len(events)
+            marks = machine.marks()
+            for mark in marks[self.seen_marks[machine.mac] :]:
+                self.line(time.time(), machine, f"console: {mark.rsplit(' uptime=', 1)[0]}")
+            self.seen_marks[machine.mac] = len(marks)
 
 
-def _tftp_get(cli: Namespace, workdir: Path, name: str, server: str) -> str:
-    """Fetch ``name`` from the daemon's TFTP server with busybox tftp, as firmware would."""
-    out = workdir / "tftp-fetched"
-    argv = ["busybox", "tftp", "-g", "-r", name, "-l", str(out), server]
-    result = cli.run(argv, timeout=30)
-    if result.returncode != 0 or not out.exists():
-        raise LabError(f"tftp get {name} failed: {result.stderr.strip() or result.stdout.strip()}")
-    return out.read_text(errors="replace")
+def _describe_event(event: dict[str, Any]) -> str:
+    source, kind = event["source"], event["kind"]
+    if source == "dhcp":
+        text = f"DHCP {kind.upper()} {event.get('ip', '')}"
+        if "boot_file" in event:
+            text += f", {event.get('firmware', '?')} firmware gets {event['boot_file']}"
+        return text
+    if source == "tftp":
+        return f"TFTP {kind} {event.get('file', '')} ({event.get('size', '?')} bytes)"
+    if source == "http":
+        return f"HTTP {kind} {event.get('path', '')} -> {event.get('status', '')}"
+    return f"{source} {kind}: {event.get('message', '')}".rstrip(": ")
 
 
-def _resolve(cli: Namespace, server: str, name: str) -> str:
-    """Resolve ``name`` through the daemon's DNS with dig, as a node would."""
-    result = cli.run(["dig", f"@{server}", "+short", "+time=3", "+tries=2", name], timeout=30)
-    lines = [x for x in result.stdout.splitlines() if x and not x.startswith(";")]
-    if result.returncode != 0 or not lines:
-        raise LabError(f"dig {name} failed: {result.stdout.strip() or result.stderr.strip()}")
-    return " ".join(lines)
-
-
-def _relay(stream: IO[bytes], prefix: str) -> threading.Thread:
-    def pump() -> None:
-        for raw in iter(stream.readline, b""):
-            say(f"{prefix}{raw.decode(errors='replace').rstrip()}")
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    return thread
-
-
-def _model_health(ns: Namespace, url: str) -> dict[str, object]:
-    """The ``model`` part of /healthz, fetched from inside ``ns``."""
-    health = json.loads(wait_for_http(ns, url))
-    model: dict[str, object] = health["model"]
-    return model
+def _specs(example: Path) -> list[MachineSpec]:
+    model = load_cluster_file(example)
+    specs = []
+    masters = [n for n in model.nodes if n.kube_master]
+    workers = [n for n in model.nodes if not n.kube_master]
+    for node in (masters[:1] + workers[:1]) or model.nodes[:2]:
+        specs.append(MachineSpec(node.hostname, node.mac))
+    if model.node(STRANGER_MAC) is None:
+        specs.append(MachineSpec("unlisted", STRANGER_MAC))
+    return specs
 
 
 def run_demo(example: Path | None = None, hold: bool = False) -> int:
     reason = unavailable_reason()
-    if reason is not None:
-        say(f"bootstrapperd demo: cannot build the network lab: {reason}")
+    missing = missing_tools()
+    if reason is not None or missing:
+        why = reason or f"missing Debian packages {', '.join(missing)} (run scripts/setup.sh)"
+        say(f"bootstrapperd demo: cannot build the lab: {why}")
         return 1
     source = example or example_cluster()
     say(f"== bootstrapperd check {source}")
@@ -117,123 +162,82 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
         return 1
     say(render_summary(model))
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapperd-demo-"))
-    bsroot = init_bsroot(source, workdir / "bsroot")
-    say(f"\n== bootstrapperd-pack wrote {bsroot.root}")
-    prefix = model.network.prefixlen
-    use_dhcp = model.dhcp.mode is DHCPMode.FULL and bool(model.nodes)
-    client_ip = None if use_dhcp else _spare_address(model)
-    interrupted = False
+    os.chmod(workdir, 0o755)
     try:
-        with NetLab() as lab:
-            srv = lab.namespace("srv")
-            cli = lab.namespace("cli")
-            client_address = None if client_ip is None else f"{client_ip}/{prefix}"
-            lab.veth(srv, "bs0", cli, "node0", f"{model.bootstrapper}/{prefix}", client_address)
-            machine = "node0 " + (str(client_ip) if client_ip else "(address from DHCP)")
-            if use_dhcp:
-                node = next((n for n in model.nodes if n.ip is not None), model.nodes[-1])
-                cli.ip("link", "set", "node0", "address", node.mac)
-                machine = f"node0 {node.mac}, {node.hostname} in the model, address from DHCP"
-            say(f"== lab: {srv.name} (bs0 {model.bootstrapper}) <-veth-> {cli.name} ({machine})")
-            argv = [sys.executable, "-m", "bootstrapperd", "serve", "--bsroot", str(bsroot.root)]
-            say(f"== {srv.name}$ bootstrapperd serve --bsroot {bsroot.root}")
-            # The lab is private: its registry runs as the docker-registry binary (when
-            # installed), never as a container in this machine's own Docker engine.
-            env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/bootstrapperd-demo.sock"}
-            daemon = srv.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-            assert daemon.stdout is not None
-            relay = _relay(daemon.stdout, "   daemon | ")
-            url = f"http://{model.bootstrapper}:{model.http_port}/healthz"
-            if use_dhcp:
-                wait_for_http(srv, url)
-                say(f"== {cli.name}$ udhcpc -i node0")
-                say(f"   {_dhcp_lease(cli, workdir, 'node0')}")
-            say(f"== {cli.name}$ curl {url}\n{wait_for_http(cli, url)}")
-            if model.nodes:
-                mac = node.mac if use_dhcp else model.nodes[0].mac
-                name = f"ipxe/{mac}"
-                say(f"== {cli.name}$ busybox tftp -g -r {name} {model.bootstrapper}")
-                script = _tftp_get(cli, workdir, name, str(model.bootstrapper))
-                say("\n".join(f"   {line}" for line in script.splitlines()))
-                fqdn = next(n.fqdn for n in model.nodes if n.mac == mac)
-                say(f"== {cli.name}$ dig @{model.bootstrapper} {fqdn} +short")
-                say(f"   {_resolve(cli, str(model.bootstrapper), fqdn)}")
-                _tour_http(cli, f"http://{model.bootstrapper}:{model.http_port}", mac, use_dhcp)
-            if hold:
-                say("\nserving; press Ctrl-C to stop and tear the lab down")
-                signal.pause()
-            _tour_reload(bsroot.cluster_desc, daemon, cli, url)
-            started = time.monotonic()
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(timeout=10)
-            relay.join(timeout=2)
-            say(f"== SIGTERM: the daemon exited {code} after {time.monotonic() - started:.2f} s")
+        return _run(source, workdir, hold)
     except KeyboardInterrupt:
-        interrupted = True
-        say("\ninterrupted; the lab has been torn down")
-    except (LabError, subprocess.TimeoutExpired) as exc:
+        say("\ninterrupted: the lab is torn down (VMs, daemon, namespaces, scratch files)")
+        return 130
+    except (LabError, KernelError, OSError) as exc:
         say(f"bootstrapperd demo failed: {exc}")
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if interrupted:
-        return 130
-    say("== done: namespaces, processes and the scratch bsroot are gone")
-    return 0 if code == 0 else 1
 
 
-def _curl(cli: Namespace, url: str) -> str:
-    result = cli.run(["curl", "-sS", "--max-time", "10", url], timeout=20)
-    if result.returncode != 0:
-        raise LabError(f"curl {url}: {result.stderr.strip()}")
-    return result.stdout
+def _run(source: Path, workdir: Path, hold: bool) -> int:
+    say("\n== the stand-in OS: Debian's kernel + a busybox initramfs, as a signed release in a")
+    say("   local mirror; bootstrapperd-pack makes the bsroot from it")
+    packed = pack_bsroot(source, workdir)
+    for line in packed.pack_output.splitlines()[-6:]:
+        say(f"   pack | {line}")
+    specs = _specs(packed.bsroot / "config" / "cluster-desc.yml")
+    daemon_log = workdir / "daemon.log"
+    with NetLab() as netlab, daemon_log.open("wb") as output:
+        lab = BootLab(netlab, packed.model, workdir)
+        say(f"\n== lab: {lab.bs.name} (bs0 {packed.model.bootstrapper}) <-veth-> {lab.vm.name}")
+        say(f"   (bridge br0, one tap per VM); {lab.bs.name}$ bootstrapperd serve --bsroot ...")
+        env = {**os.environ, "DOCKER_HOST": DOCKER_HOST}
+        daemon = lab.start_daemon(packed.bsroot, output, env)
+        forward = LoopbackForward(
+            lab.bs.name, (str(packed.model.bootstrapper), packed.model.http_port)
+        )
+        try:
+            say(f"== status page: http://127.0.0.1:{forward.port}/  (API: /api/v1/nodes)")
+            machines = [lab.add_machine(spec) for spec in specs]
+            start = time.time()
+            lab.power_on(machines)
+            listing = ", ".join(f"{m.name} {m.mac}" for m in machines)
+            say(f"== power on ({machines[0].accel.upper()}): {listing}\n")
+            narrator = Narrator(lab, machines, start)
+            lab.wait(machines, BOOT_TIMEOUT, tick=narrator.tick)
+            narrator.tick()
+            ok = _summary(packed.release.image, machines, narrator.nodes)
+            if hold:
+                say(f"\nserving; status page http://127.0.0.1:{forward.port}/ — Ctrl-C to stop")
+                signal.pause()
+        finally:
+            forward.close()
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=15)
+        say(f"== SIGTERM: the daemon exited {code} after {time.monotonic() - started:.2f} s")
+    if not ok or code != 0:
+        say(f"-- daemon log (tail) --\n{daemon_log.read_text(errors='replace')[-4000:]}")
+    say("== done: VMs, daemon, namespaces, bridge, taps and the scratch bsroot are gone")
+    return 0 if ok and code == 0 else 1
 
 
-def _tour_http(cli: Namespace, base: str, mac: str, own_address: bool) -> None:
-    """What the live OS fetches next: install.sh, then its own configuration (served only to
-    the address that holds its lease), and where the operator sees it in its boot."""
-    script = _curl(cli, f"{base}/install.sh")
-    say(f"== {cli.name}$ curl {base}/install.sh   ({len(script.splitlines())} lines; the gist:)")
-    for line in script.splitlines():
-        if line.startswith(("MIRROR=", "VERSION=", "INSTALLER=")):
-            say(f"   {line}")
-    if own_address:
-        ignition = json.loads(_curl(cli, f"{base}/ignition/{mac}.json"))
-        files = len(ignition["storage"]["files"])
-        units = ", ".join(u["name"] for u in ignition["systemd"]["units"])
-        say(f"== {cli.name}$ curl {base}/ignition/{mac}.json")
-        say(f"   Ignition {ignition['ignition']['version']}: {files} files; units {units}")
-    node = json.loads(_curl(cli, f"{base}/api/v1/nodes/{mac}"))
-    steps = " -> ".join(f"{e['source']}:{e['kind']}" for e in node["timeline"])
-    say(f"== {cli.name}$ curl {base}/api/v1/nodes/{mac}")
-    say(f"   {node['hostname']}: stage {node['stage']}; timeline {steps}")
-
-
-def _tour_reload(desc: Path, daemon: subprocess.Popen[bytes], cli: Namespace, url: str) -> None:
-    original = desc.read_text()
-    desc.write_text(original + '  - mac: "52:54:00:77:00:99"\n    cur_host_name: "worker9"\n')
-    daemon.send_signal(signal.SIGHUP)
-    model = _wait_generation(cli, url, 2)
-    say(
-        f"== added worker9 to cluster-desc.yml, SIGHUP: generation {model['generation']}, "
-        f"{model['nodes']} nodes"
-    )
-    desc.write_text(original + "  - mac: 52:54:00:zz\n")
-    daemon.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
-    kept = _model_health(cli, url)
-    say(
-        f"== broke cluster-desc.yml (bad MAC), SIGHUP: refused, still generation "
-        f"{kept['generation']}, {kept['nodes']} nodes"
-    )
-
-
-def _wait_generation(cli: Namespace, url: str, generation: int) -> dict[str, object]:
-    deadline = time.monotonic() + 10
-    while True:
-        model = _model_health(cli, url)
-        if model["generation"] == generation:
-            return model
-        if time.monotonic() > deadline:
-            raise LabError(f"the daemon did not reach model generation {generation}")
-        time.sleep(0.1)
+def _summary(image: bytes, machines: list[Machine], nodes: dict[str, dict[str, Any]]) -> bool:
+    say("\n== result")
+    ok = True
+    for machine in machines:
+        node = nodes.get(machine.mac, {})
+        fetched = [
+            e["at"]
+            for e in node.get("timeline", [])
+            if e["source"] == "http" and e["kind"] in ("ignition", "cloud-config")
+        ]
+        with machine.disk.open("rb") as disk:
+            has_image = disk.read(len(image)) == image
+        installed = machine.outcome() == "installed" and node.get("stage") == "installed"
+        ok = ok and installed and has_image
+        to_config = f"{fetched[0] - machine.started:.1f} s" if fetched else "never"
+        total = f"{machine.ended - machine.started:.1f} s" if machine.ended else "-"
+        say(
+            f"   {machine.name:<10} {node.get('ip') or '-':<12} stage {node.get('stage')}, "
+            f"disk {'holds the image' if has_image else 'WITHOUT the image'}; QEMU start -> "
+            f"config fetched {to_config}, -> powered off {total}"
+            + (" (timed out)" if machine.timed_out else "")
+        )
+    return ok
