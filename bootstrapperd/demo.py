@@ -146,7 +146,15 @@ def _specs(example: Path) -> list[MachineSpec]:
     return specs
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(example: Path | None = None, hold: bool = False) -> int:
+    # Ctrl-C and SIGTERM both tear the lab down, even when started where SIGINT was ignored
+    # (a background job of a script).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     reason = unavailable_reason()
     missing = missing_tools()
     if reason is not None or missing:
