@@ -22,6 +22,7 @@ from .bsroot import Bsroot
 from .certs import ClusterPKI, PKIError
 from .dhcp.backend import ModelBackend
 from .dhcp.leases import LeaseStore
+from .dhcp.ra import RouterAdvertiser
 from .dhcp.service import DHCPService
 from .dns.service import DNSService
 from .http import HTTPContext, create_app
@@ -111,6 +112,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._db: StateDB | None = None
         self.dhcp: DHCPService | None = None
+        self.ra: RouterAdvertiser | None = None
         self.tftp: TFTPService | None = None
         self.dns: DNSService | None = None
         self.http: HTTPContext | None = None
@@ -143,6 +145,7 @@ class Daemon:
             Counter(),
         )
         self.dhcp = DHCPService(self.holder, self.listen.interface, backend, self._db, timeline)
+        self.ra = RouterAdvertiser(self.holder, self.listen.interface)
         self.tftp = TFTPService(
             self.holder,
             self.listen.interface,
@@ -167,6 +170,7 @@ class Daemon:
             timeline=timeline,
             service_counters={
                 "dhcp": lambda: self.dhcp.counters if self.dhcp is not None else {},
+                "ra": lambda: self.ra.counters if self.ra is not None else {},
                 "tftp": lambda: self.tftp.counters if self.tftp is not None else {},
                 "dns": lambda: self.dns.counters if self.dns is not None else {},
             },
@@ -174,6 +178,7 @@ class Daemon:
         )
         try:
             self.dhcp.start()
+            self.ra.start()  # never fails the start: without IPv6 it logs why and stays idle
             self.tftp.start()
             await self.dns.start()
             await self._start_http()
@@ -235,6 +240,8 @@ class Daemon:
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None
+        if self.ra is not None:
+            await self.ra.stop()
         if self.dhcp is not None:
             await self.dhcp.stop()
         if self._db is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path as FilePath
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +23,7 @@ from .fields import (
     hostname_from_mac,
     is_dns_label,
     is_domain_name,
+    parse_bool,
     parse_lease,
 )
 from .reader import Reader, type_name
@@ -38,6 +39,7 @@ from .types import (
     PackSettings,
     RegistryConfig,
     RegistryMode,
+    RouterAdvertisement,
     UnknownMachines,
     UpdatePolicy,
 )
@@ -55,12 +57,16 @@ DEFAULT_KUBERNETES_VERSION = "v1.31.4"
 DEFAULT_KUBERNETES_DOWNLOADS = "https://dl.k8s.io/release"
 DEFAULT_IPXE_DOWNLOADS = "https://boot.ipxe.org"
 DEFAULT_REGISTRY_IMAGE = "docker.io/library/registry:2.8.3"
+DEFAULT_RA_INTERVAL = 600  # seconds; RFC 4861's MaxRtrAdvInterval default
+RA_INTERVAL_RANGE = (10, 1800)  # dnsmasq's and RFC 4861's bounds (MaxRtrAdvInterval ≤ 1800)
 _K8S_VERSION = re.compile(r"v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+_-]+)?")
 
 FLANNEL_BACKENDS = ("host-gw", "udp", "vxlan")
 OS_NAMES = ("flatcar", "coreos")
 CHANNELS = ("stable", "beta", "alpha", "lts", "edge")
 REBOOT_STRATEGIES = ("etcd-lock", "reboot", "best-effort", "off")
+DHCP_KEYS = ("mode", "unknown_machines", "router_advertisement")
+RA_KEYS = ("enabled", "prefix", "interval")
 
 NODE_KEYS = (
     "mac",
@@ -419,7 +425,7 @@ def _lease(data: dict[str, Any], r: Reader) -> int | None:
 
 def _dhcp(data: dict[str, Any], r: Reader) -> DHCPConfig:
     block = r.mapping(data, (), "dhcp")
-    r.unknown_keys(block, ("dhcp",), ("mode", "unknown_machines"))
+    r.unknown_keys(block, ("dhcp",), DHCP_KEYS)
     start_pxe = r.boolean(data, (), "start_pxe", True)
     default_mode = DHCPMode.FULL.value if start_pxe else DHCPMode.OFF.value
     mode = r.choice(block, ("dhcp",), "mode", [m.value for m in DHCPMode], default_mode)
@@ -428,7 +434,59 @@ def _dhcp(data: dict[str, Any], r: Reader) -> DHCPConfig:
     unknown = r.choice(
         block, ("dhcp",), "unknown_machines", [u.value for u in UnknownMachines], "allow"
     )
-    return DHCPConfig(DHCPMode(mode), UnknownMachines(unknown))
+    ra = _router_advertisement(block, r, DHCPMode(mode))
+    return DHCPConfig(DHCPMode(mode), UnknownMachines(unknown), ra)
+
+
+def _router_advertisement(block: dict[str, Any], r: Reader, mode: DHCPMode) -> RouterAdvertisement:
+    """``dhcp.router_advertisement``: a mapping, or a plain boolean for ``enabled``. On by
+    default where bootstrapperd owns the segment (mode full); in proxy mode another DHCP server
+    (and maybe a real IPv6 router) is there, so it is off unless asked for."""
+    path: Path = ("dhcp", "router_advertisement")
+    enabled = mode is DHCPMode.FULL
+    value = block.get("router_advertisement")
+    if value is None:
+        return RouterAdvertisement(enabled, None, DEFAULT_RA_INTERVAL)
+    if not isinstance(value, dict):
+        parsed = parse_bool(value)
+        if parsed is None:
+            r.error(
+                path,
+                f"{value!r} is not a boolean or a mapping (with enabled, prefix, interval)",
+            )
+            return RouterAdvertisement(enabled, None, DEFAULT_RA_INTERVAL)
+        return RouterAdvertisement(parsed, None, DEFAULT_RA_INTERVAL)
+    r.unknown_keys(value, path, RA_KEYS)
+    enabled = r.boolean(value, path, "enabled", enabled)
+    low, high = RA_INTERVAL_RANGE
+    interval = r.integer(value, path, "interval", DEFAULT_RA_INTERVAL, low, high)
+    return RouterAdvertisement(enabled, _ra_prefix(value, r, path), interval)
+
+
+def _ra_prefix(block: dict[str, Any], r: Reader, path: Path) -> IPv6Network | None:
+    written = r.string(block, path, "prefix")
+    if written is None:
+        return None
+    where: Path = (*path, "prefix")
+    try:
+        prefix = IPv6Network(written.strip(), strict=False)
+    except ValueError:
+        r.error(where, f"{written!r} is not an IPv6 prefix (like fd77::/64)")
+        return None
+    if "/" not in written or prefix.prefixlen != 64:
+        r.error(
+            where,
+            f"{written!r} is not a /64: SLAAC makes addresses only in /64 prefixes "
+            "(write it like fd77::/64)",
+        )
+        return None
+    if prefix.is_link_local or prefix.is_multicast or prefix.is_loopback:
+        kind = "link-local" if prefix.is_link_local else "multicast or loopback"
+        r.error(where, f"{written!r} is a {kind} prefix; advertise a global or ULA /64")
+        return None
+    if IPv6Address(written.strip().split("/")[0]) != prefix.network_address:
+        r.warn(where, f"{written!r} has host bits set; using {prefix}")
+    return prefix
 
 
 def _os(data: dict[str, Any], r: Reader) -> OSConfig:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from .errors import Problem
 from .fields import canonical_mac, hostname_from_mac
@@ -121,9 +121,20 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class RouterAdvertisement:
+    """IPv6 Router Advertisements on the serving interface (``dhcp.router_advertisement``):
+    they spare iPXE and Linux their wait for IPv6 autoconfiguration at link-up."""
+
+    enabled: bool
+    prefix: IPv6Network | None  # a /64 advertised for SLAAC; None: no Prefix Information
+    interval: int  # seconds between unsolicited advertisements (the most; jittered below it)
+
+
+@dataclass(frozen=True)
 class DHCPConfig:
     mode: DHCPMode
     unknown_machines: UnknownMachines
+    router_advertisement: RouterAdvertisement
 
 
 @dataclass(frozen=True)

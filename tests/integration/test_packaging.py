@@ -585,7 +585,7 @@ def test_direct_unit_keeps_its_promises() -> None:
     assert argv[:2] == [f"{venv}/bin/bootstrapperd", "serve"]
     bsroot = option(argv, "--bsroot")
     assert bsroot in unit_words(unit, service, "ReadWritePaths")
-    caps = {"CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"}
+    caps = {"CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert unit_words(unit, service, "AmbientCapabilities") == caps
     assert unit_words(unit, service, "CapabilityBoundingSet") == caps
     assert unit_value(unit, service, "User") not in ("root", "0")

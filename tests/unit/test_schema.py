@@ -36,7 +36,7 @@ SCHEMA_PATH = ROOT / "config" / "cluster-desc.schema.json"
 
 # The keys load.py passes to r.unknown_keys(...) for each block.
 OS_KEYS = {"name", "channel", "version", "mirror"}
-DHCP_KEYS = {"mode", "unknown_machines"}
+DHCP_KEYS = {"mode", "unknown_machines", "router_advertisement"}
 COREOS_KEYS = {"reboot_strategy", "start_time", "time_length"}
 CEPH_KEYS = {"zap_and_start_osd", "osd_journal_size"}
 DOWNLOADS_KEYS = {"kubernetes", "ipxe", "signing_key", "signing_key_fingerprint", "registries"}
