@@ -18,23 +18,21 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from bootstrapperd.dhcp.ra import (
+from bootstrapperd.dhcp.ra import Link, RAUnavailable, RouterAdvertiser
+from bootstrapperd.model import ConfigError, load_cluster_text
+from bootstrapperd.model.holder import ModelHolder
+from bootstrapperd.model.types import RouterAdvertisement
+from protocols.errors import MalformedPacket
+from protocols.ndp import (
     ALL_NODES,
     Advertisement,
-    Link,
     MalformedSolicitation,
-    RAUnavailable,
-    RouterAdvertiser,
     Solicitation,
     parse_advertisement,
     parse_solicitation,
     serialize_advertisement,
     serialize_solicitation,
 )
-from bootstrapperd.model import ConfigError, load_cluster_text
-from bootstrapperd.model.holder import ModelHolder
-from bootstrapperd.model.types import RouterAdvertisement
-from protocols.errors import MalformedPacket
 
 ROOT = Path(__file__).resolve().parents[2]
 MAC = bytes.fromhex("525400770001")
