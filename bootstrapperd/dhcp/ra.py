@@ -5,10 +5,10 @@ bootstrapper is not an IPv6 router: its RAs say so (router lifetime 0), ask for 
 (M=0, O=0) and, when ``dhcp.router_advertisement.prefix`` is set, offer a /64 for SLAAC.
 
 The codec (``parse_solicitation``, ``serialize_advertisement`` …) is sans-IO in
-``protocols/ndp.py``; the ``RouterAdvertiser`` here is the thin endpoint: one raw ICMPv6 socket, a few initial unsolicited RAs
-then one per ``interval`` (jittered), and an immediate answer to every valid RS (RFC 4861 §6).
-Whatever goes wrong with IPv6 here, it logs why and stays idle: DHCP, TFTP, DNS and HTTP are
-never affected.
+``protocols/ndp.py``; the ``RouterAdvertiser`` here is the thin endpoint: one raw ICMPv6
+socket, a few initial unsolicited RAs then one per ``interval`` (jittered), and an immediate
+answer to every valid RS (RFC 4861 §6). Whatever goes wrong with IPv6 here, it logs why and
+stays idle: DHCP, TFTP, DNS and HTTP are never affected.
 """
 
 from __future__ import annotations

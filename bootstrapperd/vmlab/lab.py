@@ -58,18 +58,18 @@ def pack_bsroot(description: Path, workdir: Path) -> Packed:
         initramfs=build_initramfs(kernel, resolve=masters),
         image=disk_image(version),
     )
-    key = ReleaseKey.create(workdir / "signer", "bootstrapperd lab release signer")
     binaries = {
         name: stand_in_binary(name, model.kubernetes_version) for name in ("kubelet", "kubectl")
     }
-    mirror = write_mirror(
-        workdir / "mirror",
-        key,
-        release,
-        model.os.channel,
-        {model.kubernetes_version: binaries},
-        os_name=str(model.os.name),
-    )
+    with ReleaseKey.create(workdir / "signer", "bootstrapperd lab release signer") as key:
+        mirror = write_mirror(
+            workdir / "mirror",
+            key,
+            release,
+            model.os.channel,
+            {model.kubernetes_version: binaries},
+            os_name=str(model.os.name),
+        )
     bsroot = workdir / "bsroot"
     argv = [
         *console_script("bootstrapperd-pack", "bootstrapperd.pack"),

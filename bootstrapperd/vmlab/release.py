@@ -67,6 +67,20 @@ class ReleaseKey:
             )
             return Path(f"{path}.sig").read_bytes()
 
+    def close(self) -> None:
+        """Stop the gpg-agent that gpg started for this key's home (it would outlive us)."""
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+            capture_output=True,
+            check=False,
+        )
+
+    def __enter__(self) -> ReleaseKey:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def version_txt(os_name: str, version: str) -> bytes:
     prefix = os_name.upper()

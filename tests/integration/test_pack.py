@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +80,10 @@ async def run(*argv: str) -> Run:
 
 
 @pytest.fixture(scope="session")
-def test_key(tmp_path_factory: pytest.TempPathFactory) -> ReleaseKey:
+def test_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseKey]:
     need_tools("gpg", "gpgv")
-    return ReleaseKey.create(tmp_path_factory.mktemp("key"))
+    with ReleaseKey.create(tmp_path_factory.mktemp("key")) as key:
+        yield key
 
 
 @pytest.fixture
@@ -178,9 +179,9 @@ async def test_verify_names_a_flipped_byte_and_a_missing_file(lab: Lab) -> None:
 async def test_a_bad_signature_is_refused_and_leaves_nothing(
     lab: Lab, tmp_path: Path, test_key: ReleaseKey
 ) -> None:
-    other = ReleaseKey.create(tmp_path / "other", "Somebody Else")
     path = f"/stable/amd64-usr/{VERSION}/flatcar_production_image.bin.bz2"
-    lab.mirror.files[path + ".sig"] = other.sign(lab.mirror.files[path])
+    with ReleaseKey.create(tmp_path / "other", "Somebody Else") as other:
+        lab.mirror.files[path + ".sig"] = other.sign(lab.mirror.files[path])
     result = await lab.pack()
     assert result.code == 1, result.err
     assert "flatcar_production_image.bin.bz2: bad signature" in result.err, result.err
