@@ -36,7 +36,10 @@ exit (the stand-in OS powers off when install.sh has finished; polled every 50 m
 only when the stand-in OS reports ``installed`` on its serial console; anything else is a failed
 boot, listed under the table, never a time. The servers alternate order from round to round;
 every figure is the median of ``--rounds`` (min–max beside it), and the ratio is
-bootstrapperd's median ÷ dnsmasq's (target ≤ 1: bootstrapperd no slower). See bench/README.md.
+bootstrapperd's median ÷ dnsmasq's (target ≤ 1: bootstrapperd no slower). The table also gives
+the servers' CPU seconds during a boot and whether each side sent IPv6 router advertisements.
+Ctrl-C stops the run; every lab is torn down (SIGINT is held back while one is being torn down)
+and the boots done so far are reported. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -504,7 +507,7 @@ def judge(
     if machine.timed_out:
         result.error = f"timed out (last mark: {(machine.marks() or ['none'])[-1]})"
     elif outcome != "installed":
-        result.error = f"ended {outcome or 'without an end mark'}"
+        result.error = f"ended {outcome or 'without an end mark'}" + (f"; {why}" if why else "")
     elif fetched_at is None:
         result.error = why or "the config fetch was not seen"
     else:
