@@ -45,16 +45,14 @@ and the boots done so far are reported. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -102,24 +100,6 @@ FIGURES = (("fetched_s", "QEMU start → config fetched"), ("off_s", "QEMU start
 def description_text(example: str) -> str:
     """The example description with the registry turned off (no Docker engine in the lab)."""
     return example.rstrip("\n") + "\n\nregistry:\n  mode: off\n"
-
-
-@contextlib.contextmanager
-def sigint_held() -> Iterator[None]:
-    """Ctrl-C (SIGINT) is held back inside and delivered (KeyboardInterrupt) right after."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-class Lab(NetLab):
-    """A NetLab whose teardown a Ctrl-C cannot cut short (it would leave the namespaces)."""
-
-    def close(self) -> None:
-        with sigint_held():
-            super().close()
 
 
 # --- the machine and the network, from the model ------------------------------------------------
@@ -526,7 +506,7 @@ def run_bootstrapperd(
     bsroot = run_dir / "bsroot"
     shutil.copytree(packed.bsroot, bsroot, symlinks=True)
     env = {**os.environ, "DOCKER_HOST": DOCKER_HOST}
-    with Lab() as netlab:
+    with NetLab() as netlab:
         lab = BootLab(netlab, packed.model, run_dir)
         with (run_dir / "daemon.log").open("wb") as out:
             daemon = lab.start_daemon(bsroot, out, env=env)
@@ -566,7 +546,7 @@ def run_dnsmasq(
     conf = run_dir / "dnsmasq.conf"
     conf.write_text(dnsmasq_conf(run_dir, tftp_root, net, target, ra))
     http_log = run_dir / "http.log"
-    with Lab() as netlab:
+    with NetLab() as netlab:
         lab = BootLab(netlab, packed.model, run_dir)
         if ra:
             lab.bs.ip("addr", "add", RA_ADDRESS, "dev", INTERFACE, "nodad")

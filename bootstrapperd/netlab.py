@@ -16,8 +16,9 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -168,6 +169,12 @@ class NetLab:
         return proc.returncode
 
     def close(self) -> None:
+        """Stop every process and delete every namespace. A Ctrl-C meanwhile is held back
+        until the teardown is complete (cut short, it would leave namespaces behind)."""
+        with _sigint_deferred():
+            self._close()
+
+    def _close(self) -> None:
         errors = []
         for proc in reversed(self.processes):
             try:
@@ -203,6 +210,23 @@ class NetLab:
             deadline = time.monotonic() + 3
             while pids() and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT inside is recorded, and raised as KeyboardInterrupt once the block is done
+    (only the main thread can change signal handlers; elsewhere this does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def wait_for_http(ns: Namespace, url: str, timeout: float = 15.0) -> str:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from bootstrapperd.netlab import Namespace
+from bootstrapperd.vmlab.lab import console_script
 
 
 def bootstrapperd_command() -> list[str]:
     """The installed console script beside this interpreter, as a user would run it."""
-    script = Path(sys.executable).parent / "bootstrapperd"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bootstrapperd"]
+    return console_script("bootstrapperd", "bootstrapperd")
 
 
 class DaemonProcess:
