@@ -10,11 +10,11 @@ Other options: ``--mac`` (the machine, a node of the description; default the ex
 ``--json out.json``, ``--keep-scratch``.
 
 The cluster is the bundled example (config/examples/cluster-desc.yml) with ``registry: {mode:
-off}``, packed once by the VM lab (:func:`bootstrapperd.vmlab.lab.pack_bsroot`: the stand-in OS
+off}``, packed once by the VM lab (:func:`bootstrapperd.lab.vm.lab.pack_bsroot`: the stand-in OS
 from a signed local mirror). Each server boots the same machine in its own fresh lab
-(:class:`bootstrapperd.vmlab.lab.BootLab`: namespaces ``bs`` with ``bs0`` holding the
+(:class:`bootstrapperd.lab.vm.lab.BootLab`: namespaces ``bs`` with ``bs0`` holding the
 bootstrapper address, and ``vm`` with a bridge and the machine's tap), with a fresh disk, under
-the lab's acceleration (:func:`~bootstrapperd.vmlab.qemu.choose_accel`), one server at a time:
+the lab's acceleration (:func:`~bootstrapperd.lab.vm.qemu.choose_accel`), one server at a time:
 
 - **bootstrapperd**: ``bootstrapperd serve`` on a fresh copy of the packed bsroot
   (``DOCKER_HOST`` pointing nowhere). Config fetched: the machine's timeline (``GET
@@ -59,11 +59,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bootstrapperd.lab.netlab import LabError, NetLab, unavailable_reason
+from bootstrapperd.lab.vm.lab import BootLab, Machine, Packed, console_script, pack_bsroot
+from bootstrapperd.lab.vm.qemu import QEMU, MachineSpec
+from bootstrapperd.lab.vm.qemu import missing_tools as vm_missing_tools
 from bootstrapperd.model import ClusterModel, ConfigError, load_cluster_file
-from bootstrapperd.netlab import LabError, NetLab, unavailable_reason
-from bootstrapperd.vmlab.lab import BootLab, Machine, Packed, console_script, pack_bsroot
-from bootstrapperd.vmlab.qemu import QEMU, MachineSpec
-from bootstrapperd.vmlab.qemu import missing_tools as vm_missing_tools
 
 from .common import (
     REPO,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from bootstrapperd.netlab import LabError, Namespace, NetLab
+from bootstrapperd.lab.netlab import LabError, Namespace, NetLab
 
 REPO = Path(__file__).resolve().parents[1]
 """The project checkout this benchmark runs from."""

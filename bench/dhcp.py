@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bootstrapperd.lab.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.model import ConfigError
-from bootstrapperd.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 from .common import (

@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from bootstrapperd.lab.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.model import ConfigError
-from bootstrapperd.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 from .common import (

@@ -49,8 +49,8 @@ from pathlib import Path
 
 import psutil
 
+from bootstrapperd.lab.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.model import ConfigError
-from bootstrapperd.netlab import LabError, Namespace, NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 from .common import (

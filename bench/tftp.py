@@ -43,8 +43,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bootstrapperd.lab.netlab import LabError, NetLab, unavailable_reason
 from bootstrapperd.model import ConfigError
-from bootstrapperd.netlab import LabError, NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 from .common import (

@@ -12,19 +12,20 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from . import __version__, logs
-from .bootscripts import base_url
-from .bsroot import Bsroot
-from .certs import ClusterPKI, PKIError
+from . import __version__
+from .bsroot.layout import Bsroot
+from .bsroot.manifest import Manifest, ManifestError
+from .bsroot.manifest import verify as verify_manifest
+from .bsroot.pki import ClusterPKI, PKIError
 from .daemon import StartupError, resolve_listen, run
-from .manifest import Manifest, ManifestError
-from .manifest import verify as verify_manifest
 from .model import ConfigError, load_cluster_file
 from .model.fields import canonical_mac
 from .model.holder import ModelHolder
+from .model.summary import render_summary
 from .render import Kind, Renderer, TemplateError
-from .sdnotify import Notifier
-from .summary import render_summary
+from .render.bootspec import base_url
+from .runtime import logs
+from .runtime.sdnotify import Notifier
 
 log = logging.getLogger("bootstrapperd")
 
@@ -270,7 +271,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .lab.demo import run_demo
 
     logs.configure(args.log_format, args.log_level)
     return run_demo(example=args.example, hold=args.hold)

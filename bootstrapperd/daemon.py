@@ -17,25 +17,25 @@ from ipaddress import IPv4Address
 
 from aiohttp import web
 
-from . import netif
-from .bsroot import Bsroot
-from .certs import ClusterPKI, PKIError
+from .bsroot.layout import Bsroot
+from .bsroot.pki import ClusterPKI, PKIError
 from .dhcp.backend import ModelBackend
-from .dhcp.leases import LeaseStore
-from .dhcp.ra import RouterAdvertiser
 from .dhcp.service import DHCPService
 from .dns.service import DNSService
 from .http import HTTPContext, create_app
-from .machines import Machines
+from .machines.leases import LeaseStore
+from .machines.resolver import Machines
+from .machines.statedb import StateDB
+from .machines.timeline import Timeline
 from .model import ClusterModel
 from .model.holder import ModelHolder
+from .ra.service import RouterAdvertiser
 from .registry import RegistryService
 from .render import Renderer
-from .sdnotify import Notifier
-from .startup import StartupError, cannot_listen
-from .state import StateDB
+from .runtime import netif
+from .runtime.errors import StartupError, cannot_listen
+from .runtime.sdnotify import Notifier
 from .tftp.service import TFTPService
-from .timeline import Timeline
 
 __all__ = ["Daemon", "Listen", "StartupError", "resolve_listen", "run"]
 

@@ -70,4 +70,4 @@ fi
 
 # The VM lab's kernel (tests, demo, boot benchmark): Debian's linux-image-amd64, downloaded and
 # unpacked into the user's cache (never installed). A no-op when it is already there.
-.venv/bin/python -m bootstrapperd.vmlab.kernel
+.venv/bin/python -m bootstrapperd.lab.vm.kernel

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd.netlab import NetLab, unavailable_reason
+from bootstrapperd.lab.netlab import NetLab, unavailable_reason
 from bootstrapperd.pack import init_bsroot
 
 # The suite never uses this machine's Docker engine: daemons the tests start find none (their

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bootstrapperd.netlab import Namespace
-from bootstrapperd.vmlab.lab import console_script
+from bootstrapperd.lab.netlab import Namespace
+from bootstrapperd.lab.vm.lab import console_script
 
 
 def bootstrapperd_command() -> list[str]:

@@ -10,15 +10,15 @@ from ipaddress import IPv4Address
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.certs import ClusterPKI
-from bootstrapperd.dhcp.leases import LeaseStore
+from bootstrapperd.bsroot.layout import Bsroot
+from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.http import HTTPContext, create_app
-from bootstrapperd.machines import Machines
+from bootstrapperd.machines.leases import LeaseStore
+from bootstrapperd.machines.resolver import Machines
+from bootstrapperd.machines.statedb import StateDB
+from bootstrapperd.machines.timeline import Timeline
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.render import Renderer
-from bootstrapperd.state import StateDB
-from bootstrapperd.timeline import Timeline
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bootstrapperd.vmlab.release import BOARD, ReleaseKey, version_txt
+from bootstrapperd.lab.vm.release import BOARD, ReleaseKey, version_txt
 
 __all__ = ["BOARD", "Mirror", "ReleaseKey", "release_files", "serve_mirror", "version_txt"]
 

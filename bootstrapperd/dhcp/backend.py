@@ -19,10 +19,10 @@ from protocols.dhcp.options import Opt, encode_ip, encode_ips, encode_str
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import Boot, Mode, Settings, Verdict
 
+from ..machines.leases import LeaseStore
 from ..model import ClusterModel, hostname_from_mac
 from ..model.types import DHCPMode, UnknownMachines
 from .boot import BootPolicy
-from .leases import LeaseStore
 
 log = logging.getLogger("bootstrapperd.dhcp")
 

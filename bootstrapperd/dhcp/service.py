@@ -12,12 +12,12 @@ from protocols.dhcp.options import MessageType
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import PXE_PORT, SERVER_PORT, UNSPECIFIED, DHCPServer, Outcome
 
+from ..machines.statedb import StateDB
+from ..machines.timeline import Timeline
 from ..model import ClusterModel
 from ..model.holder import ModelHolder
 from ..model.types import DHCPMode
-from ..startup import cannot_listen
-from ..state import StateDB
-from ..timeline import Timeline
+from ..runtime.errors import cannot_listen
 from .backend import ModelBackend
 from .boot import firmware_of
 

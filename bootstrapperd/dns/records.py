@@ -18,7 +18,7 @@ from dnslib import NS, PTR, QTYPE, SOA, SRV, A
 
 from protocols.dns.authority import Authority, Record, Zone, absolute
 
-from ..dhcp.leases import LeaseState, LeaseStore
+from ..machines.leases import LeaseState, LeaseStore
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
 from ..model.types import UnknownMachines

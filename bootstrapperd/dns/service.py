@@ -16,10 +16,10 @@ from protocols.dns.endpoint import DNSEndpoint, open_udp
 from protocols.dns.forward import Forwarder
 from protocols.dns.server import Resolver
 
-from ..dhcp.leases import LeaseStore
+from ..machines.leases import LeaseStore
 from ..model import ClusterModel
 from ..model.holder import ModelHolder
-from ..startup import cannot_listen
+from ..runtime.errors import cannot_listen
 from .records import LeaseHosts, build_authority
 
 log = logging.getLogger("bootstrapperd.dns")

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..bsroot import Bsroot
-from ..certs import ClusterPKI
-from ..dhcp.leases import LeaseStore
-from ..machines import Machines
+from ..bsroot.layout import Bsroot
+from ..bsroot.pki import ClusterPKI
+from ..machines.leases import LeaseStore
+from ..machines.resolver import Machines
+from ..machines.timeline import Timeline
 from ..model.holder import ModelHolder
 from ..registry import RegistryService
 from ..render import Renderer
-from ..timeline import Timeline
 
 __all__ = ["CONTEXT", "EVENT", "HTTPContext"]
 

@@ -8,9 +8,9 @@ import logging
 
 from aiohttp import web
 
-from ..bootscripts import boot_spec
 from ..model.fields import canonical_mac
 from ..render import PRIVATE_KINDS, Kind
+from ..render.bootspec import boot_spec
 from .context import CONTEXT, EVENT
 from .files import ObservedFile
 

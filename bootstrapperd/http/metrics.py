@@ -16,7 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from .. import __version__
-from ..progress import STAGES
+from ..machines.stages import STAGES
 from ..registry.service import absent_status
 from .context import CONTEXT, HTTPContext
 from .nodes import NOT_SEEN

@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..machines.stages import STAGES
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
-from ..progress import STAGES
 from .context import CONTEXT, HTTPContext
 
 log = logging.getLogger("bootstrapperd.http")

@@ -27,9 +27,9 @@ from typing import TextIO
 import aiohttp
 
 from .. import __version__
-from ..bsroot import Bsroot, write_atomically
-from ..certs import ClusterPKI, PKIError
-from ..manifest import Manifest, ManifestError, build, verify
+from ..bsroot.layout import Bsroot, write_atomically
+from ..bsroot.manifest import Manifest, ManifestError, build, verify
+from ..bsroot.pki import ClusterPKI, PKIError
 from ..model import ClusterModel, ConfigError, load_cluster_file
 from .binaries import BinaryError, fetch_ipxe, fetch_kubernetes
 from .fetch import Fetcher, FetchError, Progress

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..bsroot import write_atomically
-from ..manifest import sha256_file
+from ..bsroot.layout import write_atomically
+from ..bsroot.manifest import sha256_file
 from .fetch import Fetcher, FetchError
 
 __all__ = [

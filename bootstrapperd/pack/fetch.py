@@ -38,7 +38,7 @@ from urllib.request import url2pathname
 import aiohttp
 from tqdm import tqdm
 
-from ..bsroot import write_atomically
+from ..bsroot.layout import write_atomically
 
 if TYPE_CHECKING:
     from hashlib import _Hash

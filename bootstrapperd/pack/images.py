@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..bsroot import Bsroot
+from ..bsroot.layout import Bsroot
 from ..model import ClusterModel, RegistryMode
 from ..oci.archive import ArchiveError, ImageArchive, write_archive
 from ..oci.client import PulledImage, RegistryClient, ResolvedImage, blob_path

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bsroot import write_atomically
+from ..bsroot.layout import write_atomically
 from ..model.types import OSConfig
 from .fetch import Fetcher, FetchError
 from .signing import SignatureError, SigningKey

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..bsroot import Bsroot
+from ..bsroot.layout import Bsroot
 from ..model import RegistryMode
 
 __all__ = [

@@ -29,8 +29,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ..bsroot import Bsroot, write_atomically
-from ..certs import ClusterPKI, PKIError
+from ..bsroot.layout import Bsroot, write_atomically
+from ..bsroot.pki import ClusterPKI, PKIError
 from ..model import ClusterModel, RegistryMode
 from ..model.holder import ModelHolder
 from ..render.facts import REGISTRY_PORT

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from .. import bootscripts
-from ..bsroot import Bsroot
-from ..certs import ClusterPKI
-from ..mirror import Mirror
+from ..bsroot.layout import Bsroot
+from ..bsroot.mirror import Mirror
+from ..bsroot.pki import ClusterPKI
 from ..model import ClusterModel
+from . import bootspec as bootscripts
 from . import facts
 from .ignition import dumps, to_ignition
 from .templates import TemplateError, Templates

@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from ..resources import config_dir
+from ..runtime.resources import config_dir
 
 __all__ = ["TemplateError", "Templates"]
 

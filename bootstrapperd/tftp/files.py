@@ -28,7 +28,7 @@ from protocols.tftp.netascii import netascii_size
 from protocols.tftp.packet import ErrorCode, Request
 from protocols.tftp.session import Address
 
-from ..bsroot import Bsroot
+from ..bsroot.layout import Bsroot
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
 from ..render import Renderer

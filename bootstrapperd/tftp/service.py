@@ -12,13 +12,13 @@ from pathlib import Path
 
 from protocols.tftp.endpoint import SERVER_PORT, Report, TFTPEndpoint, open_socket
 
-from ..bootscripts import base_url
-from ..bsroot import Bsroot
-from ..machines import Machines
+from ..bsroot.layout import Bsroot
+from ..machines.resolver import Machines
+from ..machines.timeline import Timeline
 from ..model.holder import ModelHolder
 from ..render import Renderer
-from ..startup import cannot_listen
-from ..timeline import Timeline
+from ..render.bootspec import base_url
+from ..runtime.errors import cannot_listen
 from .files import TFTPFiles
 
 log = logging.getLogger("bootstrapperd.tftp")

@@ -27,11 +27,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from bootstrapperd.lab.netlab import NetLab, unavailable_reason
+from bootstrapperd.lab.vm.initramfs import read_config
+from bootstrapperd.lab.vm.lab import BootLab, Machine, Packed, pack_bsroot
+from bootstrapperd.lab.vm.qemu import MachineSpec, missing_tools, ovmf
 from bootstrapperd.model import ClusterModel
-from bootstrapperd.netlab import NetLab, unavailable_reason
-from bootstrapperd.vmlab.initramfs import read_config
-from bootstrapperd.vmlab.lab import BootLab, Machine, Packed, pack_bsroot
-from bootstrapperd.vmlab.qemu import MachineSpec, missing_tools, ovmf
 from tests.conftest import EXAMPLE, need, need_tools
 
 pytestmark = pytest.mark.netns

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootstrapperd.netlab import Namespace, NetLab
+from bootstrapperd.lab.netlab import Namespace, NetLab
 from tests.daemon_proc import DaemonProcess
 
 SERVER = "10.77.0.1"

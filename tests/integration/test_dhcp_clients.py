@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd.netlab import NetLab
+from bootstrapperd.lab.netlab import NetLab
 from tests.conftest import need_tools
 from tests.integration.dhcp_lab import UDHCPC_SCRIPT, DHCPLab, events, wait_until
 

@@ -13,7 +13,7 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.l2 import Ether
 
-from bootstrapperd.netlab import NetLab
+from bootstrapperd.lab.netlab import NetLab
 from tests.conftest import need_tools
 from tests.daemon_proc import DaemonProcess
 from tests.integration.dhcp_lab import wait_until

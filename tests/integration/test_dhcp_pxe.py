@@ -15,7 +15,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from bootstrapperd.netlab import NetLab
+from bootstrapperd.lab.netlab import NetLab
 from tests.conftest import need_tools
 from tests.daemon_proc import DaemonProcess
 from tests.integration.dhcp_lab import UDHCPC_SCRIPT, DHCPLab, events, wait_until

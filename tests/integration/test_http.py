@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd.netlab import NetLab
+from bootstrapperd.lab.netlab import NetLab
 from tests.browser import need_chromium
 from tests.conftest import REPO, need_tools
 from tests.integration.dhcp_lab import SERVER, DHCPLab, events, wait_until

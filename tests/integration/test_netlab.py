@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd.netlab import NetLab, unavailable_reason
+from bootstrapperd.lab.netlab import NetLab, unavailable_reason
 from tests.conftest import need, need_tools
 
 pytestmark = pytest.mark.netns

@@ -277,7 +277,7 @@ async def test_a_bad_description_is_reported_like_the_daemon_does(lab: Lab, tmp_
 async def test_serve_names_missing_and_corrupt_files_at_start(
     lab: Lab, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bootstrapperd.bsroot import Bsroot
+    from bootstrapperd.bsroot.layout import Bsroot
     from bootstrapperd.cli import check_bsroot
 
     assert (await lab.pack()).code == 0

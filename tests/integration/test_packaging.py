@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 import bootstrapperd
-from bootstrapperd.netlab import Namespace, NetLab, unavailable_reason, wait_for_http
+from bootstrapperd.lab.netlab import Namespace, NetLab, unavailable_reason, wait_for_http
 from bootstrapperd.pack import init_bsroot
 from tests.conftest import EXAMPLE, REPO, need, need_tools
 from tests.integration.dhcp_lab import SERVER, wait_until
@@ -511,7 +511,7 @@ def test_install_holds_the_package_and_its_data_and_no_dev_tools(installed: Inst
         [
             str(python),
             "-c",
-            "import bootstrapperd, protocols, bootstrapperd.resources as r; "
+            "import bootstrapperd, protocols, bootstrapperd.runtime.resources as r; "
             "print(bootstrapperd.__file__); print(protocols.__file__); print(r.config_dir()); "
             "print(bootstrapperd.__version__)",
         ],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd.netlab import Namespace, NetLab, wait_for_http
+from bootstrapperd.lab.netlab import Namespace, NetLab, wait_for_http
 from tests.conftest import need_tools
 from tests.daemon_proc import DaemonProcess
 from tests.integration.dhcp_lab import SERVER, DHCPLab, wait_until

@@ -31,10 +31,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.certs import ClusterPKI
+from bootstrapperd.bsroot.layout import Bsroot
+from bootstrapperd.bsroot.pki import ClusterPKI
+from bootstrapperd.lab.netlab import Namespace, NetLab, wait_for_http
 from bootstrapperd.model.holder import ModelHolder
-from bootstrapperd.netlab import Namespace, NetLab, wait_for_http
 from bootstrapperd.oci.archive import ImageArchive, write_archive
 from bootstrapperd.oci.client import Descriptor, PulledImage, ResolvedImage
 from bootstrapperd.oci.reference import local_push_target, parse_reference

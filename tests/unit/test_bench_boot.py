@@ -30,8 +30,8 @@ from bench.boot import (
     summarise,
     target_of,
 )
+from bootstrapperd.lab.netlab import LabError
 from bootstrapperd.model import ClusterModel, load_cluster_file
-from bootstrapperd.netlab import LabError
 
 IPXE = """#!ipxe
 # bootstrapperd: master1 (52:54:00:77:00:10)

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from bootstrapperd import certs
-from bootstrapperd.certs import ClusterPKI, Issued, PKIError
+from bootstrapperd.bsroot import pki as certs
+from bootstrapperd.bsroot.pki import ClusterPKI, Issued, PKIError
 from bootstrapperd.model import ClusterModel, load_cluster_file, load_cluster_text
 from tests.conftest import EXAMPLE, SEXTANT_FIXTURES, need_tools
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bootstrapperd.dhcp.backend import OFFER_HOLD, QUARANTINE, ModelBackend
-from bootstrapperd.dhcp.leases import LeaseState, LeaseStore
+from bootstrapperd.machines.leases import LeaseState, LeaseStore
+from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.model import load_cluster_text
-from bootstrapperd.state import StateDB
 from protocols.dhcp.options import INFINITE, MessageType, Opt
 from protocols.dhcp.server import PXE_PORT, DHCPServer, Outcome
 from tests.conftest import EXAMPLE

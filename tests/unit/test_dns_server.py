@@ -14,10 +14,10 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootstrapperd.dhcp.leases import LeaseStore
 from bootstrapperd.dns.records import LeaseHosts, build_authority
+from bootstrapperd.machines.leases import LeaseStore
+from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.model.holder import ModelHolder
-from bootstrapperd.state import StateDB
 from protocols.dns.server import Forward, Resolver
 from tests.conftest import EXAMPLE
 

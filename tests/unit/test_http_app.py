@@ -13,8 +13,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.certs import ClusterPKI
+from bootstrapperd.bsroot.layout import Bsroot
+from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.model import load_cluster_file
 from bootstrapperd.pack import init_bsroot
 from bootstrapperd.render import Renderer

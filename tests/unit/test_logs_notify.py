@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd import logs
-from bootstrapperd.sdnotify import Notifier
+from bootstrapperd.runtime import logs
+from bootstrapperd.runtime.sdnotify import Notifier
 
 
 @pytest.fixture(autouse=True)

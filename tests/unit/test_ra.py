@@ -18,10 +18,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from bootstrapperd.dhcp.ra import Link, RAUnavailable, RouterAdvertiser
 from bootstrapperd.model import ConfigError, load_cluster_text
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.model.types import RouterAdvertisement
+from bootstrapperd.ra.service import Link, RAUnavailable, RouterAdvertiser
 from protocols.errors import MalformedPacket
 from protocols.ndp import (
     ALL_NODES,

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import yaml
 
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.certs import ClusterPKI
+from bootstrapperd.bsroot.layout import Bsroot
+from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.model import RegistryMode
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.oci.archive import ArchiveError, ImageArchive

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapperd import bootscripts
-from bootstrapperd.bsroot import Bsroot
-from bootstrapperd.certs import ClusterPKI
+from bootstrapperd.bsroot.layout import Bsroot
+from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.pack import init_bsroot
 from bootstrapperd.render import Renderer
+from bootstrapperd.render import bootspec as bootscripts
 from bootstrapperd.tftp.files import TFTPFiles
 from protocols.tftp.endpoint import Opened, Refusal
 from protocols.tftp.packet import ErrorCode, Opcode, Request

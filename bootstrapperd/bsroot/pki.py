@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from .bsroot import write_atomically
-from .model import ClusterModel, canonical_mac, hostname_from_mac
+from ..model import ClusterModel, canonical_mac, hostname_from_mac
+from .layout import write_atomically
 
 log = logging.getLogger("bootstrapperd.tls")
 

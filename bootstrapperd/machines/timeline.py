@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .progress import NOT_SEEN, Progress, advance
-from .state import StateDB
+from .stages import NOT_SEEN, Progress, advance
+from .statedb import StateDB
 
 PER_MACHINE = 200  # events kept in memory for each MAC
 KEEP_ROWS = 100_000  # events kept in the database (the oldest are pruned at start)

@@ -4,7 +4,7 @@ and the machines.
 Network: namespace ``bs`` (the bootstrapper: veth ``bs0`` holding the description's
 ``bootstrapper`` address) joined to namespace ``vm`` (veth ``up0`` in bridge ``br0``, which
 has a fixed MAC, plus one tap per machine). Nothing touches the host's interfaces; the
-:class:`~bootstrapperd.netlab.NetLab` it is built on stops every process by PID and deletes the
+:class:`~bootstrapperd.lab.netlab.NetLab` it is built on stops every process by PID and deletes the
 namespaces (and so the veths, bridge and taps) at the end, even after a failure.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..model import ClusterModel, Role, load_cluster_file
+from ...model import ClusterModel, Role, load_cluster_file
 from ..netlab import LabError, Namespace, NetLab, wait_for_http
 from .initramfs import MARK, build_initramfs, write_disk
 from .kernel import ensure_kernel

@@ -50,7 +50,7 @@ exit 0
 """
 
 INIT = """#!/bin/busybox sh
-# bootstrapperd lab: the stand-in live OS (see bootstrapperd/vmlab/initramfs.py).
+# bootstrapperd lab: the stand-in live OS (see bootstrapperd/lab/vm/initramfs.py).
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
@@ -106,7 +106,7 @@ finish "install-failed"
 
 FLATCAR_INSTALL = """#!/bin/sh
 # Stand-in for Flatcar's flatcar-install (same options): writes the release's image onto the
-# disk and the machine's config at a fixed offset after it (see bootstrapperd/vmlab/initramfs.py).
+# disk and the machine's config at a fixed offset after it (see bootstrapperd/lab/vm/initramfs.py).
 set -eu
 DISK=""; CHANNEL=""; VERSION=""; BASE=""; CONFIG=""; KIND=""
 while getopts "d:C:V:b:i:c:" opt; do

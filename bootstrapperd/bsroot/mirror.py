@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .model.types import OSConfig
+from ..model.types import OSConfig
 
 __all__ = ["Mirror", "version_key"]
 

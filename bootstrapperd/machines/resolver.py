@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from ipaddress import IPv4Address
 
-from .dhcp.leases import LeaseState, LeaseStore
-from .model.holder import ModelHolder
+from ..model.holder import ModelHolder
+from .leases import LeaseState, LeaseStore
 
 __all__ = ["Machines"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from ..state import StateDB
+from .statedb import StateDB
 
 
 class LeaseState(StrEnum):

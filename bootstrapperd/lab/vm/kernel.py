@@ -1,7 +1,7 @@
 """The lab's kernel: Debian's ``linux-image-amd64`` package, downloaded with ``apt-get download``
 and unpacked with ``dpkg -x`` into a cache directory (never installed on this machine).
 
-``python -m bootstrapperd.vmlab.kernel`` fetches it (``scripts/setup.sh`` does, so tests and the
+``python -m bootstrapperd.lab.vm.kernel`` fetches it (``scripts/setup.sh`` does, so tests and the
 demo find it); the cache is ``$BOOTSTRAPPERD_LAB_CACHE`` or ``~/.cache/bootstrapperd/lab``.
 """
 
@@ -132,9 +132,9 @@ def main() -> int:
     try:
         kernel = ensure_kernel()
     except KernelError as exc:
-        print(f"vmlab kernel: {exc}", file=sys.stderr)
+        print(f"lab kernel: {exc}", file=sys.stderr)
         return 1
-    print(f"vmlab kernel: {kernel.version} in {kernel.root}", file=sys.stderr)
+    print(f"lab kernel: {kernel.version} in {kernel.root}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bsroot import Bsroot, write_atomically
+from .layout import Bsroot, write_atomically
 
 __all__ = ["COVERED", "MANIFEST", "Entry", "Manifest", "ManifestError", "Problem", "verify"]
 

@@ -1,7 +1,7 @@
 """``bootstrapperd demo``: the bundled example cluster installing itself onto virtual machines.
 
 It checks the example, packs a bsroot from a local mirror of the lab's stand-in OS (see
-:mod:`bootstrapperd.vmlab`), builds a private network lab (the bootstrapper's namespace, and a
+:mod:`bootstrapperd.lab.vm`), builds a private network lab (the bootstrapper's namespace, and a
 bridge with one tap per machine in another; nothing touches the host's interfaces), starts
 ``bootstrapperd serve`` there, and PXE-boots three QEMU machines at once: the example's master
 (static address), a worker, and a MAC the example does not list. Each machine's timeline is
@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .model import ConfigError, load_cluster_file
+from ..model import ConfigError, load_cluster_file
+from ..model.summary import render_summary
+from ..runtime.resources import example_cluster
 from .netlab import LabError, NetLab, unavailable_reason
-from .resources import example_cluster
-from .summary import render_summary
-from .vmlab.kernel import KernelError
-from .vmlab.lab import BootLab, Machine, pack_bsroot
-from .vmlab.qemu import MachineSpec, missing_tools
+from .vm.kernel import KernelError
+from .vm.lab import BootLab, Machine, pack_bsroot
+from .vm.qemu import MachineSpec, missing_tools
 
 BOOT_TIMEOUT = 420.0
 STRANGER_MAC = "52:54:00:77:00:99"  # a machine the example does not list

@@ -7,10 +7,11 @@ from pathlib import Path
 
 def config_dir() -> Path:
     """``bootstrapperd/_config`` in an installed wheel; the repository's ``config/`` otherwise."""
-    packaged = Path(__file__).resolve().parent / "_config"
+    package = Path(__file__).resolve().parent.parent  # bootstrapperd/
+    packaged = package / "_config"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "config"
+    return package.parent / "config"
 
 
 def example_cluster() -> Path:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .model import ClusterModel, DHCPMode, Node
-from .model.fields import format_seconds
+from . import ClusterModel, DHCPMode, Node
+from .fields import format_seconds
 
 
 def _addresses(items: tuple[object, ...]) -> str:

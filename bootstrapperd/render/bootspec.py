@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .model import ClusterModel
-from .model.types import UnknownMachines
+from ..model import ClusterModel
+from ..model.types import UnknownMachines
 
 __all__ = ["BootSpec", "base_url", "boot_spec", "default_spec"]
 
