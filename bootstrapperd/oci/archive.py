@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .client import (
-    MANIFEST_LIMIT,
+from .client import MANIFEST_LIMIT
+from .manifest import (
     Descriptor,
     PulledImage,
     RegistryError,

@@ -25,15 +25,8 @@ from aiohttp.payload import Payload
 from yarl import URL
 
 from .archive import ArchivedImage, ArchiveError, ImageArchive
-from .client import (
-    ACCEPT,
-    CredentialsNeeded,
-    RegistryClient,
-    RegistryError,
-    TLSFailure,
-    UnsupportedManifest,
-    repository_scope,
-)
+from .client import RegistryClient, repository_scope
+from .manifest import ACCEPT, CredentialsNeeded, RegistryError, TLSFailure, UnsupportedManifest
 from .reference import local_push_target, local_reference
 
 Status = Literal["pushed", "present", "failed"]

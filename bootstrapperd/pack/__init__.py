@@ -30,9 +30,10 @@ from .. import __version__
 from ..bsroot.layout import Bsroot, write_atomically
 from ..bsroot.manifest import Manifest, ManifestError, build, verify
 from ..bsroot.pki import ClusterPKI, PKIError
+from ..download.fetcher import Fetcher, FetchError
 from ..model import ClusterModel, ConfigError, load_cluster_file
 from .binaries import BinaryError, fetch_ipxe, fetch_kubernetes
-from .fetch import Fetcher, FetchError, Progress
+from .display import Progress
 from .images import ImagesError, default_cache, pack_images
 from .release import ReleaseError, fetch_release
 from .signing import KNOWN_KEYS, SignatureError, SigningKey, dearmor, primary_fingerprint

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..bsroot.layout import write_atomically
 from ..bsroot.manifest import sha256_file
-from .fetch import Fetcher, FetchError
+from ..download.fetcher import Fetcher, FetchError
 
 __all__ = [
     "IPXE_FILES",

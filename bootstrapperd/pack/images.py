@@ -23,11 +23,12 @@ from pathlib import Path
 import aiohttp
 
 from ..bsroot.layout import Bsroot
+from ..download.fetcher import Fetcher
 from ..model import ClusterModel, RegistryMode
+from ..model.images import cluster_images
 from ..oci.archive import ArchiveError, ImageArchive, write_archive
-from ..oci.client import PulledImage, RegistryClient, ResolvedImage, blob_path
-from ..render.facts import cluster_images
-from .fetch import Fetcher
+from ..oci.client import RegistryClient
+from ..oci.manifest import PulledImage, ResolvedImage, blob_path
 
 __all__ = ["CLUSTER_ARCHIVE", "REGISTRY_ARCHIVE", "ImagesError", "default_cache", "pack_images"]
 

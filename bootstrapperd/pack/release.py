@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bsroot.layout import write_atomically
+from ..download.fetcher import Fetcher, FetchError
 from ..model.types import OSConfig
-from .fetch import Fetcher, FetchError
 from .signing import SignatureError, SigningKey
 
 __all__ = ["BOARD", "Release", "ReleaseError", "fetch_release", "parse_version_txt"]

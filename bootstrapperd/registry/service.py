@@ -33,8 +33,7 @@ from ..bsroot.layout import Bsroot, write_atomically
 from ..bsroot.pki import ClusterPKI, PKIError
 from ..model import ClusterModel, RegistryMode
 from ..model.holder import ModelHolder
-from ..render.facts import REGISTRY_PORT
-from ..render.facts import registry as registry_name
+from ..model.images import REGISTRY_PORT, registry_name
 from .binary import BinaryLauncher
 from .config import (
     CONTAINER_CERT_DIR,

@@ -12,57 +12,33 @@ from typing import Any
 
 from ..model import ClusterModel
 from ..model.fields import hostname_from_mac
+from ..model.images import CONTROL_PLANE, cluster_images, registry_name
 from ..oci.reference import local_reference
 
 __all__ = [
-    "DEFAULT_IMAGES",
     "POD_NETWORK",
     "cluster_facts",
-    "cluster_images",
     "images_facts",
     "local_image",
     "node_facts",
-    "registry",
 ]
 
-# Images the templates run when the description's `images` does not name them.
-DEFAULT_IMAGES = {
-    "etcd": "quay.io/coreos/etcd:v3.5.17",
-    "flannel": "docker.io/flannel/flannel:v0.25.1",
-    "pause": "registry.k8s.io/pause:3.10",
-}
 POD_NETWORK = "10.1.0.0/16"  # flannel's network, as Sextant set it
-REGISTRY_PORT = 5000
-_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-
-
-def cluster_images(model: ClusterModel) -> dict[str, str]:
-    """Every image the nodes run, as originally named (what pack pulls and the registry serves):
-    the description's ``images`` plus defaults for what it leaves out."""
-    images = {**DEFAULT_IMAGES, **model.images}
-    if "hyperkube" not in images:
-        for component in _CONTROL_PLANE:
-            images.setdefault(component, f"registry.k8s.io/{component}:{model.kubernetes_version}")
-    return images
-
-
-def registry(model: ClusterModel) -> str:
-    return f"{model.dockerdomain}:{REGISTRY_PORT}"
 
 
 def local_image(model: ClusterModel, original: str) -> str:
     """What nodes pull: ``original`` on the bootstrapper's registry, named as the pusher names
     it (a reference the pusher cannot name is kept as written, and fails visibly there)."""
     try:
-        return local_reference(registry(model), original)
+        return local_reference(registry_name(model), original)
     except ValueError:
-        return f"{registry(model)}/{original}"
+        return f"{registry_name(model)}/{original}"
 
 
 def _control_plane(model: ClusterModel, images: Mapping[str, str]) -> dict[str, Any]:
     """Image and command of each control-plane component: its own image, or Sextant's hyperkube."""
     parts: dict[str, Any] = {}
-    for component in _CONTROL_PLANE:
+    for component in CONTROL_PLANE:
         key = component.replace("-", "_")
         if component in images:
             parts[key] = {"image": local_image(model, images[component]), "command": [component]}
@@ -95,7 +71,7 @@ def cluster_facts(model: ClusterModel, server: str) -> dict[str, Any]:
         "domain": model.domain,
         "bootstrapper": str(model.bootstrapper),
         "dockerdomain": model.dockerdomain,
-        "registry": registry(model),
+        "registry": registry_name(model),
         "registry_names": list(dict.fromkeys(names)),
         "cluster_dns": str(model.cluster_dns),
         "cluster_domain": model.cluster_domain,

@@ -16,20 +16,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bootstrapperd.download.fetcher import Fetcher, FetchError
 from bootstrapperd.oci.archive import ImageArchive, write_archive
-from bootstrapperd.oci.client import (
+from bootstrapperd.oci.client import RegistryClient
+from bootstrapperd.oci.manifest import (
     ACCEPT,
     CredentialsNeeded,
     DigestMismatch,
     PlatformNotFound,
     PulledImage,
-    RegistryClient,
     RegistryError,
     UnsupportedManifest,
 )
 from bootstrapperd.oci.push import PushEvent, PushResult, push_archive
 from bootstrapperd.oci.reference import local_reference, parse_reference
-from bootstrapperd.pack.fetch import Fetcher, FetchError
 from tests.conftest import need_tools
 from tests.registry_lab import (
     DOCKER_REGISTRY,

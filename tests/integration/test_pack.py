@@ -307,7 +307,7 @@ async def test_serve_names_missing_and_corrupt_files_at_start(
 
 def example_images() -> list[str]:
     from bootstrapperd.model import load_cluster_file
-    from bootstrapperd.render.facts import cluster_images
+    from bootstrapperd.model.images import cluster_images
 
     model = load_cluster_file(EXAMPLE)
     return sorted({*cluster_images(model).values(), model.registry.image})

@@ -36,7 +36,7 @@ from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.lab.netlab import Namespace, NetLab, wait_for_http
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.oci.archive import ImageArchive, write_archive
-from bootstrapperd.oci.client import Descriptor, PulledImage, ResolvedImage
+from bootstrapperd.oci.manifest import Descriptor, PulledImage, ResolvedImage
 from bootstrapperd.oci.reference import local_push_target, parse_reference
 from bootstrapperd.pack import init_bsroot
 from bootstrapperd.registry import RegistryService

@@ -21,14 +21,14 @@ from bootstrapperd.oci.archive import (
     ImageArchive,
     write_archive,
 )
-from bootstrapperd.oci.client import (
+from bootstrapperd.oci.client import parse_challenges
+from bootstrapperd.oci.manifest import (
     DOCKER_SCHEMA1,
     PlatformNotFound,
     PulledImage,
     ResolvedImage,
     UnsupportedManifest,
     manifest_media_type,
-    parse_challenges,
     parse_image_manifest,
     select_platform,
 )

@@ -23,8 +23,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from bootstrapperd.pack import fetch as fetch_module
-from bootstrapperd.pack.fetch import Fetched, Fetcher, FetchError, Progress, TerminalProgress
+from bootstrapperd.download import fetcher as fetch_module
+from bootstrapperd.download.fetcher import Fetched, Fetcher, FetchError
+from bootstrapperd.pack.display import Progress, TerminalProgress
 
 SIZE = 200_000
 HALF = 100_000

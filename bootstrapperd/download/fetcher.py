@@ -1,4 +1,5 @@
-"""The download engine of ``bootstrapperd-pack``: everything a cluster needs, fetched into bsroot.
+"""The downloader: files fetched into bsroot (by ``bootstrapperd-pack``, and image blobs by
+``bootstrapperd.oci.client``), resumable, retried, verified, renamed into place.
 
 Images are gigabytes and laptops are on hotel Wi-Fi, so a download must survive a dropped
 connection, an interrupted run and a flaky mirror, and must never leave a half or unverified
@@ -11,8 +12,8 @@ file under its final name (the bsroot is served as it is to machines that instal
   kept with the URL in ``.<name>.part.json``. A resumed file is still hashed in full.
 - Connection errors, stalls, cut bodies, 5xx and 429 are retried with exponential backoff;
   other 4xx, wrong sizes and wrong digests fail at once: asking again will not fix them.
-- A semaphore bounds the transfers in flight; :class:`Progress` shows them on a terminal as
-  bars, elsewhere as plain lines.
+- A semaphore bounds the transfers in flight; an :class:`Observer` is told of each step
+  (``bootstrapperd.pack.display`` shows them as terminal bars or plain lines).
 """
 
 from __future__ import annotations
@@ -31,19 +32,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Never, TextIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import aiohttp
-from tqdm import tqdm
 
 from ..bsroot.layout import write_atomically
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-__all__ = ["FetchError", "Fetched", "Fetcher", "Progress", "TerminalProgress", "human"]
+__all__ = ["Bar", "FetchError", "Fetched", "Fetcher", "Observer", "human"]
 
 # Images are gigabytes: a total timeout would kill a healthy slow download. What must not
 # happen is a connection that stalls for good, so the limit is on silence, not on duration.
@@ -104,116 +104,33 @@ def human(n: float) -> str:
     return f"{n:.1f} {units[index]}"
 
 
-class _Bar:
-    """One live bar on a terminal; gives its line back when closed."""
+class Bar(Protocol):
+    """One transfer's live display."""
 
-    def __init__(self, bar: tqdm[Never], release: Callable[[], None]) -> None:
-        self._bar = bar
-        self._release = release
-        self._closed = False
+    def update(self, n: int) -> None: ...
 
-    def update(self, n: int) -> None:
-        self._bar.update(n)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._bar.close()
-            self._release()
+    def close(self) -> None: ...
 
 
-class Progress:
-    """Plain lines, one per event and never a carriage return: for logs, pipes and CI.
+class Observer(Protocol):
+    """What a :class:`Fetcher` tells about its transfers (``bootstrapperd.pack.display`` shows
+    it as lines or terminal bars)."""
 
-    :meth:`for_stream` picks :class:`TerminalProgress` (live bars) for a terminal, unless
-    ``force_plain`` or ``TERM=dumb``.
-    """
+    def fetching(self, label: str, url: str) -> None: ...
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def resuming(self, label: str, offset: int) -> None: ...
 
-    @classmethod
-    def for_stream(cls, stream: TextIO, *, force_plain: bool = False) -> Progress:
-        if force_plain or os.environ.get("TERM") == "dumb":
-            return Progress(stream)
-        try:
-            interactive = stream.isatty()
-        except (AttributeError, ValueError):  # no isatty, or closed
-            interactive = False
-        return TerminalProgress(stream) if interactive else Progress(stream)
+    def restarting(self, label: str, why: str) -> None: ...
 
-    def line(self, text: str) -> None:
-        """A permanent line; callers print through this too so that bars are not torn."""
-        self.stream.write(text + "\n")
-        self.stream.flush()
+    def retrying(
+        self, label: str, delay: float, attempt: int, attempts: int, reason: str
+    ) -> None: ...
 
-    def fetching(self, label: str, url: str) -> None:
-        self.line(f"fetching {label} {url}")
+    def have(self, label: str, how: str) -> None: ...
 
-    def resuming(self, label: str, offset: int) -> None:
-        self.line(f"resuming {label} at {human(offset)}")
+    def fetched(self, label: str, transferred: int, seconds: float) -> None: ...
 
-    def restarting(self, label: str, why: str) -> None:
-        self.line(f"restarting {label} from the beginning: {why}")
-
-    def retrying(self, label: str, delay: float, attempt: int, attempts: int, reason: str) -> None:
-        self.line(f"retrying {label} in {delay:.1f} s (attempt {attempt}/{attempts}): {reason}")
-
-    def have(self, label: str, how: str) -> None:
-        self.line(f"have {label} ({how})")
-
-    def fetched(self, label: str, transferred: int, seconds: float) -> None:
-        rate = transferred / seconds if seconds > 0 else 0.0
-        self.line(f"fetched {label} {human(transferred)} in {seconds:.1f} s ({human(rate)}/s)")
-
-    def bar(self, label: str, total: int | None, done: int) -> _Bar | None:
-        """A live bar for one transfer; None: this kind of output has none."""
-        return None
-
-
-class TerminalProgress(Progress):
-    """A bar per transfer in flight, each on its own line, and a permanent line per file done.
-    Lines go through ``tqdm.write`` so that they scroll above the bars instead of through them.
-    """
-
-    _LABEL_WIDTH = 32
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._lines: set[int] = set()
-
-    def line(self, text: str) -> None:
-        tqdm.write(text, file=self.stream)
-        self.stream.flush()
-
-    # The bar shows what is being fetched and from where it starts: no line needed.
-    def fetching(self, label: str, url: str) -> None:
-        return
-
-    def resuming(self, label: str, offset: int) -> None:
-        return
-
-    def bar(self, label: str, total: int | None, done: int) -> _Bar:
-        # The lowest free line, so that a finished bar's line is reused and parallel bars
-        # never draw over each other.
-        position = next(n for n in range(len(self._lines) + 1) if n not in self._lines)
-        self._lines.add(position)
-        if len(label) > self._LABEL_WIDTH:
-            label = "…" + label[-(self._LABEL_WIDTH - 1) :]
-        bar = tqdm(
-            desc=label,
-            total=total,
-            initial=done,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            leave=False,
-            position=position,
-            file=self.stream,
-            dynamic_ncols=True,
-            mininterval=0.2,
-        )
-        return _Bar(bar, lambda: self._lines.discard(position))
+    def bar(self, label: str, total: int | None, done: int) -> Bar | None: ...
 
 
 def _expected_sha256(sha256: str | None) -> str | None:
@@ -309,7 +226,7 @@ class Fetcher:
         jobs: int = 4,
         retries: int = 5,
         backoff: float = 0.5,
-        progress: Progress | None = None,
+        progress: Observer | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
@@ -570,7 +487,7 @@ class _Download:
         self.transferred = 0
         self.earlier = 0  # bytes taken over from an earlier run, for the messages
         self.started: float | None = None
-        self._bar: _Bar | None = None
+        self._bar: Bar | None = None
 
     def begin(self) -> None:
         """Called as each attempt gets its slot: the first one is when the transfer starts."""
