@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import keys
 from .errors import ConfigError, Problem, Severity
 from .fields import (
     canonical_mac,
@@ -45,85 +46,23 @@ from .types import (
 )
 from .yamlsrc import Path, YAMLSyntaxError, load_with_lines
 
-# Documented defaults (README "Cluster description"): used when an older description omits a key.
-DEFAULT_DOMAIN = "k8s.internal"
-DEFAULT_DOCKERDOMAIN = "bootstrapper"
-DEFAULT_SERVICE_RANGE = "10.100.0.0/24"
-DEFAULT_CLUSTER_DOMAIN = "cluster.local"
-DEFAULT_FLANNEL_BACKEND = "host-gw"
-DEFAULT_LEASE_SECONDS = 3600  # dnsmasq's own default when a dhcp-range gives none
-DEFAULT_HTTP_PORT = 80
-DEFAULT_KUBERNETES_VERSION = "v1.31.4"
-DEFAULT_KUBERNETES_DOWNLOADS = "https://dl.k8s.io/release"
-DEFAULT_IPXE_DOWNLOADS = "https://boot.ipxe.org"
-DEFAULT_REGISTRY_IMAGE = "docker.io/library/registry:2.8.3"
-DEFAULT_RA_INTERVAL = 600  # seconds; RFC 4861's MaxRtrAdvInterval default
-RA_INTERVAL_RANGE = (10, 1800)  # dnsmasq's and RFC 4861's bounds (MaxRtrAdvInterval ≤ 1800)
+# The documented defaults and the known keys of every block come from the key table (keys.py),
+# which also writes the JSON schema and the docs' tables: the three cannot disagree.
+DEFAULT_DOMAIN = keys.default_text("domainname")
+DEFAULT_DOCKERDOMAIN = keys.default_text("dockerdomain")
+DEFAULT_SERVICE_RANGE = keys.default_text("k8s_service_cluster_ip_range")
+DEFAULT_FLANNEL_BACKEND = keys.default_text("flannel_backend")
+DEFAULT_LEASE_SECONDS = keys.default_int("lease")
+DEFAULT_KUBERNETES_VERSION = keys.default_text("kubernetes_version")
+DEFAULT_RA_INTERVAL = keys.default_int("dhcp.router_advertisement.interval")
 _K8S_VERSION = re.compile(r"v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+_-]+)?")
 
-FLANNEL_BACKENDS = ("host-gw", "udp", "vxlan")
-OS_NAMES = ("flatcar", "coreos")
-CHANNELS = ("stable", "beta", "alpha", "lts", "edge")
-REBOOT_STRATEGIES = ("etcd-lock", "reboot", "best-effort", "off")
-DHCP_KEYS = ("mode", "unknown_machines", "router_advertisement")
-RA_KEYS = ("enabled", "prefix", "interval")
-
-NODE_KEYS = (
-    "mac",
-    "cur_host_name",
-    "ip",
-    "kube_master",
-    "etcd_member",
-    "ceph_monitor",
-    "ingress_label",
-    "ingresslabel",
-    "flannel_iface",
-)
-TOP_KEYS = (
-    "bootstrapper",
-    "subnet",
-    "netmask",
-    "broadcast",
-    "iplow",
-    "iphigh",
-    "routers",
-    "nameservers",
-    "upstreamnameservers",
-    "domainname",
-    "dockerdomain",
-    "k8s_service_cluster_ip_range",
-    "k8s_cluster_dns",
-    "k8s_cluster_domain",
-    "flannel_backend",
-    "ingress_hostnetwork",
-    "coreos_channel",
-    "coreos_version",
-    "os_name",
-    "kube_master_ip",
-    "kube_master_dns",
-    "set_ntp",
-    "lease",
-    "start_pxe",
-    "ssh_authorized_keys",
-    "coreos",
-    "ceph",
-    "images",
-    "nodes",
-    "centos_version",
-    "mirror_site",
-    "download_kernel",
-    "set_gpu",
-    "gpu_drivers_version",
-    "set_yum_repo",
-    "os",
-    "dhcp",
-    "http_port",
-    "kubernetes_version",
-    "downloads",
-    "registry",
-)
+CHANNELS = keys.find("os.channel").known
+# The keys of the top and of a node, as the table has them (for tests that try every key).
+TOP_KEYS = keys.names("")
+NODE_KEYS = keys.names("nodes[]")
 # Keys Sextant read that bootstrapperd has no use for: accepted, with a warning saying so.
-IGNORED_KEYS = {"nginx_root_dir": "bootstrapperd serves HTTP itself; nginx_root_dir is not used"}
+IGNORED_KEYS = keys.ignored("")
 
 _SSH_KEY = re.compile(
     r"^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
@@ -166,10 +105,7 @@ def load_cluster_text(text: str, source: str = "<cluster-desc>") -> ClusterModel
 
 
 def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
-    r.unknown_keys(data, (), (*TOP_KEYS, *IGNORED_KEYS))
-    for key, why in IGNORED_KEYS.items():
-        if key in data:
-            r.warn((key,), why)
+    _known_keys(r, data, ())
 
     # ---- the network ---------------------------------------------------------------------------
     bootstrapper = r.ipv4(data, (), "bootstrapper")
@@ -228,15 +164,12 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
             r.warn(("k8s_cluster_dns",), f"not set; using {cluster_dns}")
     elif cluster_dns not in service_range:
         r.warn(("k8s_cluster_dns",), f"{cluster_dns} is outside {service_range}")
-    cluster_domain = r.string(data, (), "k8s_cluster_domain") or DEFAULT_CLUSTER_DOMAIN
-    cluster_domain = cluster_domain.strip().rstrip(".").lower()
+    cluster_domain = _text(r, data, (), "k8s_cluster_domain").strip().rstrip(".").lower()
     if not is_domain_name(cluster_domain):
         r.error(("k8s_cluster_domain",), f"{cluster_domain!r} is not a valid DNS name")
     if "flannel_backend" not in data:
         r.warn(("flannel_backend",), f"not set; using {DEFAULT_FLANNEL_BACKEND!r}")
-    flannel_backend = r.choice(
-        data, (), "flannel_backend", FLANNEL_BACKENDS, DEFAULT_FLANNEL_BACKEND
-    )
+    flannel_backend = _choice(r, data, (), "flannel_backend")
     kube_master_ip = _string_list(data, r, "kube_master_ip")
     for i, entry in enumerate(kube_master_ip):
         try:
@@ -249,7 +182,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     lease_seconds = _lease(data, r)
     dhcp = _dhcp(data, r)
     os_config = _os(data, r)
-    http_port = r.integer(data, (), "http_port", DEFAULT_HTTP_PORT, 1, 65535)
+    http_port = _number(r, data, (), "http_port")
 
     # ---- nodes -----------------------------------------------------------------------------------
     nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
@@ -260,25 +193,24 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     registry = _registry(data, r)
     keys = _ssh_keys(data, r)
     coreos = r.mapping(data, (), "coreos")
-    r.unknown_keys(coreos, ("coreos",), ("reboot_strategy", "start_time", "time_length"))
-    strategy = r.choice(coreos, ("coreos",), "reboot_strategy", REBOOT_STRATEGIES, "etcd-lock")
+    _known_keys(r, coreos, ("coreos",))
     update_policy = UpdatePolicy(
-        reboot_strategy=strategy,
-        start_time=r.string(coreos, ("coreos",), "start_time", "03:00") or "03:00",
-        time_length=r.string(coreos, ("coreos",), "time_length", "3h") or "3h",
+        reboot_strategy=_choice(r, coreos, ("coreos",), "reboot_strategy"),
+        start_time=_text(r, coreos, ("coreos",), "start_time"),
+        time_length=_text(r, coreos, ("coreos",), "time_length"),
     )
     ceph = r.mapping(data, (), "ceph")
-    r.unknown_keys(ceph, ("ceph",), ("zap_and_start_osd", "osd_journal_size"))
+    _known_keys(r, ceph, ("ceph",))
     ceph_config = CephConfig(
-        zap_and_start_osd=r.boolean(ceph, ("ceph",), "zap_and_start_osd", False),
-        osd_journal_size=r.integer(ceph, ("ceph",), "osd_journal_size", 5000, 1, 10**9),
+        zap_and_start_osd=_flag(r, ceph, ("ceph",), "zap_and_start_osd"),
+        osd_journal_size=_number(r, ceph, ("ceph",), "osd_journal_size"),
     )
     pack = PackSettings(
         os_name=r.string(data, (), "os_name"),
         centos_version=r.string(data, (), "centos_version"),
         mirror_site=r.string(data, (), "mirror_site"),
-        download_kernel=r.boolean(data, (), "download_kernel", False),
-        set_gpu=r.boolean(data, (), "set_gpu", False),
+        download_kernel=_flag(r, data, (), "download_kernel"),
+        set_gpu=_flag(r, data, (), "set_gpu"),
         gpu_drivers_version=r.string(data, (), "gpu_drivers_version"),
         set_yum_repo=r.string(data, (), "set_yum_repo"),
     )
@@ -292,8 +224,8 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
             f"{pack.os_name!r}: bootstrapperd installs Flatcar Container Linux (or CoreOS); "
             f"nodes get {os_config.name} (set an `os` block to choose)",
         )
-    set_ntp = r.boolean(data, (), "set_ntp", False)
-    ingress_hostnetwork = r.boolean(data, (), "ingress_hostnetwork", False)
+    set_ntp = _flag(r, data, (), "set_ntp")
+    ingress_hostnetwork = _flag(r, data, (), "ingress_hostnetwork")
 
     if r.failed() or bootstrapper is None or network is None or broadcast is None:
         return None
@@ -335,6 +267,45 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         warnings=tuple(p for p in r.problems if p.severity is Severity.WARNING),
         _by_mac=MappingProxyType({n.mac: n for n in nodes}),
     )
+
+
+# ---- reading a key as the table declares it ------------------------------------------------------
+def _known_keys(r: Reader, block: dict[str, Any], path: Path) -> None:
+    """Warn about each key of the mapping at ``path`` that the table does not know, and about
+    each one it knows but ignores."""
+    where = keys.dotted(path)
+    ignored = keys.ignored(where)
+    r.unknown_keys(block, path, (*keys.names(where), *ignored))
+    for key, why in ignored.items():
+        if key in block:
+            r.warn((*path, key), why)
+
+
+def _flag(r: Reader, block: dict[str, Any], path: Path, key: str) -> bool:
+    """A boolean key; absent or empty: the table's default."""
+    return r.boolean(block, path, key, keys.default_flag(keys.dotted(path, key)))
+
+
+def _text(r: Reader, block: dict[str, Any], path: Path, key: str) -> str:
+    """A text key as written; absent or empty: the table's default."""
+    default = keys.default_text(keys.dotted(path, key))
+    return r.string(block, path, key, default) or default
+
+
+def _number(r: Reader, block: dict[str, Any], path: Path, key: str) -> int:
+    """A whole-number key within the table's range; absent or empty: the table's default."""
+    where = keys.dotted(path, key)
+    spec = keys.find(where)
+    return r.integer(block, path, key, keys.default_int(where), spec.low, spec.high)
+
+
+def _choice(
+    r: Reader, block: dict[str, Any], path: Path, key: str, default: str | None = None
+) -> str:
+    """One of the table's choices for the key; absent: ``default``, else the table's default."""
+    where = keys.dotted(path, key)
+    fallback = keys.default_text(where) if default is None else default
+    return r.choice(block, path, key, keys.find(where).choices, fallback)
 
 
 def _item_path(data: dict[str, Any], key: str, index: int) -> Path:
@@ -425,15 +396,13 @@ def _lease(data: dict[str, Any], r: Reader) -> int | None:
 
 def _dhcp(data: dict[str, Any], r: Reader) -> DHCPConfig:
     block = r.mapping(data, (), "dhcp")
-    r.unknown_keys(block, ("dhcp",), DHCP_KEYS)
-    start_pxe = r.boolean(data, (), "start_pxe", True)
-    default_mode = DHCPMode.FULL.value if start_pxe else DHCPMode.OFF.value
-    mode = r.choice(block, ("dhcp",), "mode", [m.value for m in DHCPMode], default_mode)
+    _known_keys(r, block, ("dhcp",))
+    start_pxe = _flag(r, data, (), "start_pxe")
+    default_mode = keys.default_text("dhcp.mode") if start_pxe else DHCPMode.OFF.value
+    mode = _choice(r, block, ("dhcp",), "mode", default_mode)
     if not start_pxe and "mode" in block and mode != DHCPMode.OFF.value:
         r.warn(("start_pxe",), f"start_pxe is off but dhcp.mode is {mode!r}; dhcp.mode wins")
-    unknown = r.choice(
-        block, ("dhcp",), "unknown_machines", [u.value for u in UnknownMachines], "allow"
-    )
+    unknown = _choice(r, block, ("dhcp",), "unknown_machines")
     ra = _router_advertisement(block, r, DHCPMode(mode))
     return DHCPConfig(DHCPMode(mode), UnknownMachines(unknown), ra)
 
@@ -456,10 +425,9 @@ def _router_advertisement(block: dict[str, Any], r: Reader, mode: DHCPMode) -> R
             )
             return RouterAdvertisement(enabled, None, DEFAULT_RA_INTERVAL)
         return RouterAdvertisement(parsed, None, DEFAULT_RA_INTERVAL)
-    r.unknown_keys(value, path, RA_KEYS)
+    _known_keys(r, value, path)
     enabled = r.boolean(value, path, "enabled", enabled)
-    low, high = RA_INTERVAL_RANGE
-    interval = r.integer(value, path, "interval", DEFAULT_RA_INTERVAL, low, high)
+    interval = _number(r, value, path, "interval")
     return RouterAdvertisement(enabled, _ra_prefix(value, r, path), interval)
 
 
@@ -491,22 +459,22 @@ def _ra_prefix(block: dict[str, Any], r: Reader, path: Path) -> IPv6Network | No
 
 def _os(data: dict[str, Any], r: Reader) -> OSConfig:
     block = r.mapping(data, (), "os")
-    r.unknown_keys(block, ("os",), ("name", "channel", "version", "mirror"))
-    name = r.choice(block, ("os",), "name", OS_NAMES, "flatcar")
+    _known_keys(r, block, ("os",))
+    name = _choice(r, block, ("os",), "name")
     if block.get("channel") is not None:
-        channel = r.string(block, ("os",), "channel", "stable") or "stable"
+        channel = _text(r, block, ("os",), "channel")
         channel_path: Path = ("os", "channel")
     else:
-        channel = r.string(data, (), "coreos_channel", "stable") or "stable"
+        channel = _text(r, data, (), "coreos_channel")
         channel_path = ("coreos_channel",)
     channel = channel.strip().lower()
     if channel not in CHANNELS:
         r.warn(channel_path, f"{channel!r} is not a known release channel ({', '.join(CHANNELS)})")
     if block.get("version") is not None:
-        version = r.string(block, ("os",), "version", "current") or "current"
+        version = _text(r, block, ("os",), "version")
         version_path: Path = ("os", "version")
     else:
-        version = r.string(data, (), "coreos_version", "current") or "current"
+        version = _text(r, data, (), "coreos_version")
         version_path = ("coreos_version",)
     version = version.strip()
     if version != "current" and not _VERSION.fullmatch(version):
@@ -534,8 +502,8 @@ def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str])
     return DEFAULT_KUBERNETES_VERSION
 
 
-def _url(r: Reader, block: dict[str, Any], path: Path, key: str, default: str) -> str:
-    url = r.string(block, path, key, default) or default
+def _url(r: Reader, block: dict[str, Any], path: Path, key: str) -> str:
+    url = _text(r, block, path, key)
     if not re.match(r"^(https?|file)://", url):
         r.error((*path, key), f"{url!r} is not an http(s):// or file:// URL")
     return url.rstrip("/")
@@ -544,11 +512,7 @@ def _url(r: Reader, block: dict[str, Any], path: Path, key: str, default: str) -
 def _downloads(data: dict[str, Any], r: Reader) -> Downloads:
     path: Path = ("downloads",)
     block = r.mapping(data, (), "downloads")
-    r.unknown_keys(
-        block,
-        path,
-        ("kubernetes", "ipxe", "signing_key", "signing_key_fingerprint", "registries"),
-    )
+    _known_keys(r, block, path)
     fingerprint = r.string(block, path, "signing_key_fingerprint")
     if fingerprint is not None:
         fingerprint = fingerprint.replace(" ", "").upper()
@@ -562,8 +526,8 @@ def _downloads(data: dict[str, Any], r: Reader) -> Downloads:
             continue
         registries[str(host)] = url.rstrip("/")
     return Downloads(
-        kubernetes=_url(r, block, path, "kubernetes", DEFAULT_KUBERNETES_DOWNLOADS),
-        ipxe=_url(r, block, path, "ipxe", DEFAULT_IPXE_DOWNLOADS),
+        kubernetes=_url(r, block, path, "kubernetes"),
+        ipxe=_url(r, block, path, "ipxe"),
         signing_key=r.string(block, path, "signing_key"),
         signing_key_fingerprint=fingerprint,
         registries=MappingProxyType(registries),
@@ -573,19 +537,20 @@ def _downloads(data: dict[str, Any], r: Reader) -> Downloads:
 def _registry(data: dict[str, Any], r: Reader) -> RegistryConfig:
     path: Path = ("registry",)
     block = r.mapping(data, (), "registry")
-    r.unknown_keys(block, path, ("mode", "url", "image"))
+    _known_keys(r, block, path)
     url = r.string(block, path, "url")
-    default_mode = RegistryMode.EXTERNAL if url is not None else RegistryMode.AUTO
+    default_mode = RegistryMode(keys.default_text("registry.mode"))
+    if url is not None:
+        default_mode = RegistryMode.EXTERNAL
     if block.get("mode") is False:  # unquoted off: YAML 1.1 reads it as false
         mode = RegistryMode.OFF
     else:
-        modes = [m.value for m in RegistryMode]
-        mode = RegistryMode(r.choice(block, path, "mode", modes, default_mode.value))
+        mode = RegistryMode(_choice(r, block, path, "mode", default_mode.value))
     if url is not None and not re.match(r"^https?://", url):
         r.error((*path, "url"), f"{url!r} is not an http(s):// URL")
     if mode is RegistryMode.EXTERNAL and url is None:
         r.error((*path, "url"), "mode external needs the registry's URL")
-    image = r.string(block, path, "image", DEFAULT_REGISTRY_IMAGE) or DEFAULT_REGISTRY_IMAGE
+    image = _text(r, block, path, "image")
     return RegistryConfig(mode=mode, url=url.rstrip("/") if url else None, image=image.strip())
 
 
@@ -681,7 +646,7 @@ def _nodes(
         if not isinstance(raw, dict):
             r.error(path, f"expected a mapping with at least `mac`, got {type_name(raw)}")
             continue
-        r.unknown_keys(raw, path, NODE_KEYS)
+        _known_keys(r, raw, path)
         mac_raw = r.text(raw, path, "mac")
         mac = canonical_mac(mac_raw) if mac_raw is not None else None
         if mac_raw is None:
@@ -699,9 +664,9 @@ def _nodes(
                 r.error((*path, "ip"), f"{ip} is the bootstrapper's own address")
             elif ip in routers:
                 r.error((*path, "ip"), f"{ip} is a router's address")
-        ingress = r.boolean(raw, path, "ingress_label", False)
+        ingress = _flag(r, raw, path, "ingress_label")
         if "ingresslabel" in raw:
-            alias = r.boolean(raw, path, "ingresslabel", False)
+            alias = _flag(r, raw, path, "ingresslabel")
             if "ingress_label" in raw and alias != ingress:
                 r.warn((*path, "ingresslabel"), "disagrees with ingress_label; ingress_label wins")
             else:
@@ -713,9 +678,9 @@ def _nodes(
                 mac=mac or "",
                 hostname=hostname or "",
                 fqdn=f"{hostname}.{domain}" if hostname else "",
-                kube_master=r.boolean(raw, path, "kube_master", False),
-                etcd_member=r.boolean(raw, path, "etcd_member", False),
-                ceph_monitor=r.boolean(raw, path, "ceph_monitor", False),
+                kube_master=_flag(r, raw, path, "kube_master"),
+                etcd_member=_flag(r, raw, path, "etcd_member"),
+                ceph_monitor=_flag(r, raw, path, "ceph_monitor"),
                 ingress_label=ingress,
                 flannel_iface=iface.strip() if iface and iface.strip() else None,
                 ip=ip,
