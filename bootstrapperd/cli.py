@@ -23,7 +23,7 @@ from .model.fields import canonical_mac
 from .model.holder import ModelHolder
 from .model.summary import render_summary
 from .render import Kind, Renderer, TemplateError
-from .render.bootspec import base_url
+from .routes import base_url
 from .runtime import logs
 from .runtime.sdnotify import Notifier
 

@@ -24,7 +24,7 @@ from .dhcp.service import DHCPService
 from .dns.service import DNSService
 from .http import HTTPContext, create_app
 from .machines.leases import LeaseStore
-from .machines.resolver import Machines
+from .machines.resolver import Resolver
 from .machines.statedb import StateDB
 from .machines.timeline import Timeline
 from .model import ClusterModel
@@ -135,7 +135,7 @@ class Daemon:
         renderer = Renderer(self.bsroot, pki)
         timeline = Timeline(self._db)
         leases = LeaseStore(self._db)
-        machines = Machines(self.holder, leases)
+        resolver = Resolver(lambda: self.holder.model, leases)
         backend = ModelBackend(
             self.holder.model,
             leases,
@@ -152,11 +152,11 @@ class Daemon:
             self.listen.address,
             self.listen.http_port,
             self.bsroot,
-            machines,
+            resolver,
             timeline,
             renderer,
         )
-        self.dns = DNSService(self.holder, self.listen.address, leases)
+        self.dns = DNSService(self.holder, self.listen.address, resolver)
         self.registry = RegistryService(
             self.holder, self.bsroot, self.listen.address, pki, grace=self.grace_period
         )
@@ -166,7 +166,7 @@ class Daemon:
             renderer=renderer,
             pki=pki,
             leases=leases,
-            machines=machines,
+            resolver=resolver,
             timeline=timeline,
             service_counters={
                 "dhcp": lambda: self.dhcp.counters if self.dhcp is not None else {},

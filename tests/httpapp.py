@@ -14,7 +14,7 @@ from bootstrapperd.bsroot.layout import Bsroot
 from bootstrapperd.bsroot.pki import ClusterPKI
 from bootstrapperd.http import HTTPContext, create_app
 from bootstrapperd.machines.leases import LeaseStore
-from bootstrapperd.machines.resolver import Machines
+from bootstrapperd.machines.resolver import Resolver
 from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.machines.timeline import Timeline
 from bootstrapperd.model.holder import ModelHolder
@@ -47,7 +47,7 @@ def make_context(root: Bsroot) -> tuple[HTTPContext, StateDB]:
         renderer=Renderer(root, pki),
         pki=pki,
         leases=leases,
-        machines=Machines(holder, leases),
+        resolver=Resolver(lambda: holder.model, leases),
         timeline=Timeline(db),
     )
     return context, db

@@ -20,8 +20,10 @@ from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import Boot, Mode, Settings, Verdict
 
 from ..machines.leases import LeaseStore
-from ..model import ClusterModel, hostname_from_mac
-from ..model.types import DHCPMode, UnknownMachines
+from ..machines.resolver import is_served, machine_view
+from ..model import ClusterModel
+from ..model.types import DHCPMode
+from ..routes import URLs, base_url
 from .boot import BootPolicy
 
 log = logging.getLogger("bootstrapperd.dhcp")
@@ -69,8 +71,8 @@ class ModelBackend:
         self.model = model
         self._nodes = model.nodes_by_mac  # packets give canonical MACs: no re-spelling needed
         self._settings = settings_for(model, self.server_id)
-        port = "" if self.http_port == 80 else f":{self.http_port}"
-        self._boot = BootPolicy(self.server_id, f"http://{self.server_id}{port}", self.tftpboot)
+        urls = URLs(base_url(self.server_id, self.http_port))
+        self._boot = BootPolicy(self.server_id, urls, self.tftpboot)
         self._reserved = model.reserved_addresses | {
             self.server_id,
             model.network.network_address,
@@ -84,9 +86,7 @@ class ModelBackend:
         return self._settings
 
     def admit(self, request: Packet) -> bool:
-        if self.model.dhcp.unknown_machines is UnknownMachines.IGNORE:
-            return request.mac in self._nodes
-        return True
+        return is_served(self.model, request.mac)
 
     def _static(self, mac: str) -> IPv4Address | None:
         node = self._nodes.get(mac)
@@ -167,12 +167,9 @@ class ModelBackend:
 
     def host_options(self, request: Packet) -> Mapping[int, bytes]:
         mac = request.mac
-        node = self._nodes.get(mac)
-        if node is not None:
-            return {Opt.HOSTNAME: encode_str(node.hostname)}
-        if len(request.chaddr) != 6:
+        if mac not in self._nodes and len(request.chaddr) != 6:
             return {}  # not an Ethernet address: no name to give
-        return {Opt.HOSTNAME: encode_str(hostname_from_mac(mac))}
+        return {Opt.HOSTNAME: encode_str(machine_view(self.model, mac).hostname)}
 
     def boot(self, request: Packet) -> Boot | None:
         return self._boot.choose(request)

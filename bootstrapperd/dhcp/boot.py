@@ -17,6 +17,8 @@ from pathlib import Path
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import Boot
 
+from ..routes import URLs
+
 log = logging.getLogger("bootstrapperd.dhcp")
 
 
@@ -78,7 +80,7 @@ def firmware_of(request: Packet) -> Firmware | None:
 @dataclass(frozen=True)
 class BootPolicy:
     server: IPv4Address
-    http_base: str  # "http://10.77.0.1" (with ":port" when not 80)
+    urls: URLs  # the HTTP server's, for iPXE and HTTP-boot firmware
     tftpboot: Path
 
     def choose(self, request: Packet) -> Boot | None:
@@ -88,7 +90,7 @@ class BootPolicy:
         vendor = request.vendor_class or b""
         echoed = b"PXEClient" if vendor.startswith(b"PXEClient") else None
         if firmware is Firmware.IPXE:
-            return Boot(f"{self.http_base}/ipxe/{request.mac}", self.server, echoed, ipxe=True)
+            return Boot(self.urls.ipxe_script(request.mac), self.server, echoed, ipxe=True)
         binary = BINARIES[firmware]
         if binary not in ALWAYS_PRESENT and not (self.tftpboot / binary).is_file():
             log.warning(
@@ -98,5 +100,5 @@ class BootPolicy:
             )
             return None
         if firmware in HTTP_FIRMWARE:
-            return Boot(f"{self.http_base}/boot/{binary}", self.server, b"HTTPClient")
+            return Boot(self.urls.boot_file(binary), self.server, b"HTTPClient")
         return Boot(binary, self.server, echoed)

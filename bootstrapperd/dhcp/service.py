@@ -12,6 +12,7 @@ from protocols.dhcp.options import MessageType
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.server import PXE_PORT, SERVER_PORT, UNSPECIFIED, DHCPServer, Outcome
 
+from ..machines.events import EventKind, Source
 from ..machines.statedb import StateDB
 from ..machines.timeline import Timeline
 from ..model import ClusterModel
@@ -112,7 +113,7 @@ class DHCPService:
         level = logging.WARNING if kind is MessageType.NAK else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "%s", kind.name, extra={"fields": {"mac": mac, **detail}})
-        self.timeline.record(mac, time.time(), "dhcp", kind.name.lower(), **detail)
+        self.timeline.record(mac, time.time(), Source.DHCP, EventKind(kind.name.lower()), **detail)
 
     async def stop(self) -> None:
         """Stop reading and send every reply still waiting for its commit."""

@@ -11,17 +11,14 @@ current lease at query time (``LeaseHosts``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from dnslib import NS, PTR, QTYPE, SOA, SRV, A
 
 from protocols.dns.authority import Authority, Record, Zone, absolute
 
-from ..machines.leases import LeaseState, LeaseStore
+from ..machines.resolver import Resolver
 from ..model import ClusterModel
-from ..model.fields import canonical_mac
-from ..model.types import UnknownMachines
 
 TTL = 60  # short: a changed address must not linger in caches
 NEGATIVE_TTL = 5  # SOA minimum: a machine that appears is resolvable within seconds
@@ -33,51 +30,28 @@ def ptr_name(address: IPv4Address) -> str:
 
 
 class LeaseHosts:
-    """``Hosts`` for the authority: a node (or an unknown machine named after its MAC) →
-    the address of its bound lease, and back."""
+    """``Hosts`` for the authority: a served machine's name → its current address, and back,
+    as the resolver says (nodes by hostname, unknown machines by their MAC-named hostname)."""
 
-    def __init__(self, model: Callable[[], ClusterModel], leases: LeaseStore) -> None:
-        self._model = model
-        self._leases = leases
-        self._indexed: ClusterModel | None = None
-        self._mac_by_hostname: dict[str, str] = {}
-
-    def _mac_of_hostname(self, model: ClusterModel, hostname: str) -> str | None:
-        if model is not self._indexed:  # a reload: index the new model once
-            self._mac_by_hostname = {node.hostname: node.mac for node in model.nodes}
-            self._indexed = model
-        return self._mac_by_hostname.get(hostname)
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
 
     def _label(self, name: str, domain: str) -> str | None:
         label = name[: -len(domain) - 1] if name.endswith("." + domain) else name[:-1]
         return label if label and "." not in label else None
 
     def address_of(self, name: str, now: float) -> tuple[IPv4Address, float] | None:
-        model = self._model()
-        label = self._label(name, absolute(model.domain))
-        if label is None:
+        label = self._label(name, absolute(self._resolver.model.domain))
+        view = self._resolver.named(label, now) if label is not None else None
+        if view is None or view.ip is None:
             return None
-        mac = self._mac_of_hostname(model, label)
-        if mac is None and model.dhcp.unknown_machines is UnknownMachines.ALLOW:
-            mac = canonical_mac(label)
-            if mac is not None and model.node(mac) is not None:
-                return None  # a known node answers to its hostname, not to its MAC
-        lease = self._leases.of(mac) if mac is not None else None
-        if lease is None or lease.state is not LeaseState.BOUND or not lease.holds(now):
-            return None
-        return lease.ip, lease.expires if lease.expires is not None else float("inf")
+        return view.ip, view.valid_until(view.ip)
 
     def name_of(self, address: IPv4Address, now: float) -> tuple[str, float] | None:
-        lease = self._leases.at(address)
-        if lease is None or lease.state is not LeaseState.BOUND or not lease.holds(now):
+        view = self._resolver.at(address, now)
+        if view is None or not view.served:
             return None
-        model = self._model()
-        node = model.node(lease.mac)
-        if node is None and model.dhcp.unknown_machines is not UnknownMachines.ALLOW:
-            return None
-        hostname = model.hostname_for_mac(lease.mac)
-        until = lease.expires if lease.expires is not None else float("inf")
-        return f"{hostname}.{absolute(model.domain)}", until
+        return absolute(view.fqdn), view.valid_until(address)
 
 
 def build_authority(model: ClusterModel, hosts: LeaseHosts, serial: int | None = None) -> Authority:

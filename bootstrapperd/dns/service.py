@@ -16,7 +16,7 @@ from protocols.dns.endpoint import DNSEndpoint, open_udp
 from protocols.dns.forward import Forwarder
 from protocols.dns.server import Resolver
 
-from ..machines.leases import LeaseStore
+from ..machines.resolver import Resolver as MachineResolver
 from ..model import ClusterModel
 from ..model.holder import ModelHolder
 from ..runtime.errors import cannot_listen
@@ -57,13 +57,13 @@ def upstreams_of(model: ClusterModel) -> list[tuple[str, int]]:
 
 class DNSService:
     def __init__(
-        self, holder: ModelHolder, address: IPv4Address, leases: LeaseStore, port: int = PORT
+        self, holder: ModelHolder, address: IPv4Address, machines: MachineResolver, port: int = PORT
     ) -> None:
         self.holder = holder
         self.address = address
         self.port = port
         self.counters: Counter[str] = Counter()
-        self.hosts = LeaseHosts(lambda: holder.model, leases)
+        self.hosts = LeaseHosts(machines)
         self.cache = ResponseCache()
         model = holder.model
         self.forwarder = Forwarder(
@@ -82,7 +82,7 @@ class DNSService:
             counters=self.counters,
             clock=time.time,
         )
-        leases.on_change = self.resolver.invalidate
+        machines.leases.on_change = self.resolver.invalidate  # a name's address changed
         self._endpoint: DNSEndpoint | None = None
 
     async def start(self) -> None:

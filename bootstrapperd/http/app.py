@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, routes
+from ..machines.events import Source
 from ..registry.service import absent_status
 from ..render import TemplateError
 from . import machine, nodes
@@ -18,8 +19,12 @@ from .metrics import metrics
 
 log = logging.getLogger("bootstrapperd.http")
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 # Requests an operator's tools repeat all day: logged at debug, not info.
-_QUIET_ROUTES = {"status", "api", "api-registry", "metrics", "healthz"}
+_QUIET_ROUTES = {
+    r.name for r in (routes.STATUS, routes.API, routes.API_REGISTRY, routes.METRICS, routes.HEALTHZ)
+}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -50,27 +55,31 @@ async def registry_status(request: web.Request) -> web.Response:
     return web.json_response(registry.status() if registry is not None else absent_status())
 
 
+# The route table, from the shared vocabulary (bootstrapperd.routes): the URLs machines are
+# given and the routes that answer them are spelled in one place.
+HANDLERS: dict[routes.Route, Handler] = {
+    routes.STATUS: nodes.status_page,
+    routes.HEALTHZ: healthz,
+    routes.METRICS: metrics,
+    routes.API: nodes.list_nodes,
+    routes.API_NODE: nodes.one_node,
+    routes.API_REGISTRY: registry_status,
+    routes.REPORT: nodes.report,
+    routes.BOOT_FILE: machine.boot_binary,
+    routes.CHAIN: machine.chain_ipxe,
+    routes.IPXE_SCRIPT: machine.ipxe_script,
+    routes.INSTALL_SH: machine.install_sh,
+    routes.CLOUD_CONFIG: machine.cloud_config,
+    routes.CLOUD_CONFIGS: machine.cloud_config,
+    routes.IGNITION: machine.ignition,
+    routes.CA: machine.ca_pem,
+    routes.TLS: machine.node_tls,
+    routes.STATIC: machine.mirror,
+}
 ROUTES = [
-    web.get("/", nodes.status_page, name="status"),
-    web.get("/healthz", healthz, name="healthz"),
-    web.get("/metrics", metrics, name="metrics"),
-    web.get("/api/v1/nodes", nodes.list_nodes, name="api"),
-    web.get("/api/v1/nodes/{mac}", nodes.one_node, name="api-node"),
-    web.get("/api/v1/registry", registry_status, name="api-registry"),
-    web.post("/api/v1/nodes/{mac}/report", nodes.report, name="report"),
-    web.get("/boot/{name}", machine.boot_binary, name="boot-file"),
-    web.get("/boot.ipxe", machine.chain_ipxe, name="chain"),
-    web.get("/ipxe/{mac}", machine.ipxe_script, name="ipxe-script"),
-    web.get("/install.sh", machine.install_sh, name="install.sh"),
-    web.get("/cloud-config/{mac}", machine.cloud_config, name="cloud-config"),
-    web.get("/cloud-configs/{mac}", machine.cloud_config, name="cloud-configs"),  # Sextant's URL
-    web.get("/ignition/{mac}", machine.ignition, name="ignition"),
-    web.get("/tls/ca.pem", machine.ca_pem, name="ca"),
-    web.get("/tls/{mac}/{name}", machine.node_tls, name="tls"),
-    web.get("/static/{path:.+}", machine.mirror, name="static"),
+    web.route(route.method, route.pattern, HANDLERS[route], name=route.name)
+    for route in routes.ROUTES
 ]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -104,7 +113,7 @@ def _observed(
 ) -> None:
     context = request.app[CONTEXT]
     route = request.match_info.route.name or "none"
-    route = "api" if route == "api-node" else route
+    route = routes.API.name if route == routes.API_NODE.name else route
     context.counters[(route, str(status))] += 1
     sent = 0
     if isinstance(response, web.FileResponse):
@@ -117,12 +126,14 @@ def _observed(
     mac = None
     if event is not None:
         kind, mac, detail = event
-        mac = mac or context.machines.mac_of(client)
+        if mac is None:
+            machine = context.resolver.at(client)
+            mac = machine.mac if machine is not None else None
         if mac is not None:
             context.timeline.record(
                 mac,
                 time.time(),
-                "http",
+                Source.HTTP,
                 kind,
                 path=request.path,
                 method=request.method,

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..bsroot.layout import Bsroot
 from ..bsroot.pki import ClusterPKI
 from ..machines.leases import LeaseStore
-from ..machines.resolver import Machines
+from ..machines.resolver import Resolver
 from ..machines.timeline import Timeline
 from ..model.holder import ModelHolder
 from ..registry import RegistryService
@@ -28,7 +28,7 @@ class HTTPContext:
     renderer: Renderer
     pki: ClusterPKI
     leases: LeaseStore
-    machines: Machines
+    resolver: Resolver
     timeline: Timeline
     # Other services' counters for /metrics: name ("dhcp", "tftp", "dns") → current counts.
     service_counters: Mapping[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
@@ -39,5 +39,5 @@ class HTTPContext:
 
 
 CONTEXT = web.AppKey("context", HTTPContext)
-# The timeline event a view asks for: (kind, MAC or None for "the client's", detail).
+# The timeline event a view asks for: (EventKind, MAC or None for "the client's", detail).
 EVENT = web.RequestKey("event", tuple)

@@ -8,24 +8,15 @@ import logging
 
 from aiohttp import web
 
+from .. import routes
+from ..machines.events import EventKind, mirror_kind
 from ..model.fields import canonical_mac
 from ..render import PRIVATE_KINDS, Kind
-from ..render.bootspec import boot_spec
 from .context import CONTEXT, EVENT
 from .files import ObservedFile
 
 log = logging.getLogger("bootstrapperd.http")
 
-# Timeline kinds of mirror files, by name.
-_MIRROR_KINDS = (
-    ("_pxe.vmlinuz", "kernel"),
-    ("vmlinuz", "kernel"),
-    (".cpio.gz", "initrd"),
-    ("initrd", "initrd"),
-    (".sig", "signature"),
-    ("_image.bin.bz2", "install-image"),
-    ("version.txt", "version"),
-)
 _TLS_FILES = {
     "worker.pem": ("worker", "cert"),
     "worker-key.pem": ("worker", "key"),
@@ -39,7 +30,7 @@ def server_of(request: web.Request) -> str:
     return f"http://{request.host}"
 
 
-def mark(request: web.Request, kind: str, mac: str | None = None, **detail: object) -> None:
+def mark(request: web.Request, kind: EventKind, mac: str | None = None, **detail: object) -> None:
     """Record this request in the machine's timeline (done by the middleware once answered)."""
     request[EVENT] = (kind, mac, detail)
 
@@ -59,7 +50,7 @@ def _mac(text: str, *suffixes: str) -> str:
 def _own_only(request: web.Request, mac: str) -> None:
     """403 unless the client is the machine ``mac`` itself."""
     client = request.remote or ""
-    if request.app[CONTEXT].machines.owns(mac, client):
+    if request.app[CONTEXT].resolver.owns(mac, client):
         return
     log.warning(
         "private key refused: the client is not this machine",
@@ -72,7 +63,7 @@ def _own_only(request: web.Request, mac: str) -> None:
 
 def _served(request: web.Request, mac: str) -> None:
     """404 for a machine that gets nothing (unknown, and unknown machines are ignored)."""
-    if boot_spec(request.app[CONTEXT].holder.model, mac, "") is None:
+    if not request.app[CONTEXT].resolver.is_served(mac):
         raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")
 
 
@@ -93,19 +84,19 @@ async def _rendered(request: web.Request, kind: Kind, mac: str) -> web.Response:
 
 async def ipxe_script(request: web.Request) -> web.Response:
     mac = _mac(request.match_info["mac"], ".ipxe")
-    mark(request, "ipxe-script", mac)
+    mark(request, EventKind.IPXE_SCRIPT, mac)
     return await _rendered(request, Kind.IPXE, mac)
 
 
 async def chain_ipxe(request: web.Request) -> web.Response:
     """``/boot.ipxe``: chains to ``/ipxe/${mac}`` of whichever machine runs it."""
-    mark(request, "chain")
+    mark(request, EventKind.CHAIN)
     text = request.app[CONTEXT].renderer.chain(server_of(request))
     return web.Response(text=text, content_type="text/plain")
 
 
 async def install_sh(request: web.Request) -> web.Response:
-    mark(request, "install.sh")
+    mark(request, EventKind.INSTALL_SH)
     context = request.app[CONTEXT]
     text = context.renderer.install_sh(context.holder.model, server_of(request))
     return web.Response(text=text, content_type="text/x-shellscript")
@@ -113,13 +104,13 @@ async def install_sh(request: web.Request) -> web.Response:
 
 async def cloud_config(request: web.Request) -> web.Response:
     mac = _mac(request.match_info["mac"], ".yaml", ".yml")
-    mark(request, "cloud-config", mac)
+    mark(request, EventKind.CLOUD_CONFIG, mac)
     return await _rendered(request, Kind.CLOUD_CONFIG, mac)
 
 
 async def ignition(request: web.Request) -> web.Response:
     mac = _mac(request.match_info["mac"], ".json", ".ign")
-    mark(request, "ignition", mac)
+    mark(request, EventKind.IGNITION, mac)
     return await _rendered(request, Kind.IGNITION, mac)
 
 
@@ -135,7 +126,7 @@ async def node_tls(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in _TLS_FILES:
         raise web.HTTPNotFound(text=f"no such file; there are {', '.join(_TLS_FILES)}\n")
-    mark(request, "tls", mac, file=name)
+    mark(request, EventKind.TLS, mac, file=name)
     context = request.app[CONTEXT]
     model = context.holder.model
     _served(request, mac)
@@ -160,7 +151,7 @@ async def boot_binary(request: web.Request) -> web.StreamResponse:
     path = request.app[CONTEXT].bsroot.tftpboot / name
     if not path.is_file():
         raise web.HTTPNotFound()
-    mark(request, "boot-file", file=name)
+    mark(request, EventKind.BOOT_FILE, file=name)
     return ObservedFile(path)
 
 
@@ -170,11 +161,7 @@ async def mirror(request: web.Request) -> web.StreamResponse:
     relative = request.match_info["path"]
     path = request.app[CONTEXT].renderer.mirror.resolve(relative)
     if path is None:
-        raise web.HTTPNotFound(text=f"/static/{relative}: no such file in the mirror\n")
-    kind = "static"
-    for ending, name in _MIRROR_KINDS:
-        if path.name.endswith(ending):
-            kind = name
-            break
-    mark(request, kind, file=relative)
+        where = routes.STATIC.path(path=relative)
+        raise web.HTTPNotFound(text=f"{where}: no such file in the mirror\n")
+    mark(request, mirror_kind(path.name), file=relative)
     return ObservedFile(path)

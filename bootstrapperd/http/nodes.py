@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..machines.events import REPORTS, EventKind, Source
 from ..machines.stages import STAGES
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
@@ -18,8 +19,6 @@ from .context import CONTEXT, HTTPContext
 log = logging.getLogger("bootstrapperd.http")
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
-# "note": a remark from the machine (a check it made), kept in its timeline; no stage.
-REPORTS = ("installing", "installed", "install-failed", "note")
 NOT_SEEN = "not-seen"
 
 
@@ -34,26 +33,22 @@ def _macs(context: HTTPContext, model: ClusterModel) -> list[str]:
     return macs
 
 
-def node_view(context: HTTPContext, model: ClusterModel, mac: str) -> dict[str, Any]:
-    node = model.node(mac)
-    lease = context.leases.of(mac)
+def node_view(context: HTTPContext, mac: str) -> dict[str, Any]:
+    view = context.resolver.machine(mac)
+    lease = view.lease
     lease_view = None
     if lease is not None:
         lease_view = {"ip": str(lease.ip), "state": str(lease.state), "expires": lease.expires}
-    static = str(node.ip) if node is not None and node.ip is not None else None
-    ip = static
-    if ip is None and lease is not None and lease.holds(time.time()):
-        ip = str(lease.ip)
     progress = context.timeline.progress(mac)
-    hostname = model.hostname_for_mac(mac)
     return {
         "mac": mac,
-        "hostname": hostname,
-        "fqdn": node.fqdn if node is not None else f"{hostname}.{model.domain}",
-        "known": node is not None,
-        "roles": [str(r) for r in node.roles] if node is not None else ["worker"],
-        "ip": ip,
-        "static_ip": static,
+        "hostname": view.hostname,
+        "fqdn": view.fqdn,
+        "known": view.known,
+        "roles": [str(r) for r in view.roles],
+        "ip": str(view.ip) if view.ip is not None else None,
+        "address_source": str(view.address_source),
+        "static_ip": str(view.static_ip) if view.static_ip is not None else None,
         "lease": lease_view,
         "stage": progress.name,
         "stage_index": progress.stage,
@@ -66,7 +61,7 @@ def node_view(context: HTTPContext, model: ClusterModel, mac: str) -> dict[str, 
 async def list_nodes(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     model = context.holder.model
-    nodes = [node_view(context, model, mac) for mac in _macs(context, model)]
+    nodes = [node_view(context, mac) for mac in _macs(context, model)]
     counts = dict.fromkeys((NOT_SEEN, *STAGES), 0)
     for view in nodes:
         counts[view["stage"] or NOT_SEEN] += 1
@@ -98,7 +93,7 @@ async def one_node(request: web.Request) -> web.Response:
     mac = _mac_of(request)
     if model.node(mac) is None and mac not in context.timeline.machines():
         raise web.HTTPNotFound(text=f"{mac}: not in the cluster and never seen\n")
-    view = node_view(context, model, mac)
+    view = node_view(context, mac)
     view["timeline"] = [event.as_dict() for event in context.timeline.of(mac)]
     return web.json_response(view)
 
@@ -109,7 +104,7 @@ async def report(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     mac = _mac_of(request)
     client = request.remote or ""
-    if not context.machines.owns(mac, client):
+    if not context.resolver.owns(mac, client):
         log.warning(
             "install report refused: the client is not this machine",
             extra={"fields": {"client": client, "mac": mac}},
@@ -119,11 +114,12 @@ async def report(request: web.Request) -> web.Response:
     event = str(form.get("event", ""))
     if event not in REPORTS:
         raise web.HTTPBadRequest(text=f"event must be one of {', '.join(REPORTS)}\n")
+    kind = EventKind(event)
     message = str(form.get("message", ""))[:500]
-    level = logging.WARNING if event == "install-failed" else logging.INFO
-    log.log(level, "install: %s", event, extra={"fields": {"mac": mac, "message": message}})
-    context.timeline.record(mac, time.time(), "install", event, message=message, ip=client)
-    return web.json_response({"recorded": event})
+    level = logging.WARNING if kind is EventKind.INSTALL_FAILED else logging.INFO
+    log.log(level, "install: %s", kind, extra={"fields": {"mac": mac, "message": message}})
+    context.timeline.record(mac, time.time(), Source.INSTALL, kind, message=message, ip=client)
+    return web.json_response({"recorded": kind})
 
 
 async def status_page(request: web.Request) -> web.FileResponse:

@@ -1,4 +1,5 @@
-"""What a machine boots, decided once (``boot_spec``): the OS kernel and initrd in the image
+"""What a machine boots, decided once (``boot_spec``, reached through its
+:class:`~bootstrapperd.machines.resolver.MachineView`): the OS kernel and initrd in the image
 mirror and the kernel arguments that point the live OS at its configuration. The templates
 (``ipxe.j2``, ``pxelinux.cfg.j2``) word it; the TFTP and HTTP servers serve the same scripts.
 """
@@ -6,12 +7,11 @@ mirror and the kernel arguments that point the live OS at its configuration. The
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from ..model import ClusterModel
-from ..model.types import UnknownMachines
+from ..routes import URLs
 
-__all__ = ["BootSpec", "base_url", "boot_spec", "default_spec"]
+__all__ = ["BootSpec", "boot_spec", "default_spec"]
 
 # File names in the image mirror, per OS (as the releases publish them).
 PXE_FILES = {
@@ -36,11 +36,6 @@ class BootSpec:
         return self.initrd.rsplit("/", 1)[-1]
 
 
-def base_url(address: IPv4Address, http_port: int) -> str:
-    """``http://address`` (``:port`` when not 80): the root of the bootstrapper's HTTP server."""
-    return f"http://{address}" if http_port == 80 else f"http://{address}:{http_port}"
-
-
 def _pxe_paths(model: ClusterModel) -> tuple[str, str]:
     """The OS kernel and initrd, relative to the mirror root."""
     os = model.os
@@ -49,24 +44,19 @@ def _pxe_paths(model: ClusterModel) -> tuple[str, str]:
     return f"{directory}/{kernel}", f"{directory}/{initrd}"
 
 
-def boot_spec(model: ClusterModel, mac: str, server: str) -> BootSpec | None:
-    """The boot of machine ``mac`` (canonical) from the server at ``server`` (a base URL);
-    None for a machine the model does not know when unknown machines are ignored."""
-    node = model.node(mac)
-    if node is None and model.dhcp.unknown_machines is UnknownMachines.IGNORE:
-        return None
+def boot_spec(model: ClusterModel, mac: str, hostname: str, server: str) -> BootSpec:
+    """The boot of machine ``mac`` (canonical) named ``hostname`` from the server at ``server``
+    (a base URL). Whether it is served at all is the resolver's to say."""
     kernel, initrd = _pxe_paths(model)
+    urls = URLs(server)
     config: tuple[str, ...]
     if model.os.name == "flatcar":
-        config = (
-            "flatcar.first_boot=1",
-            f"ignition.config.url={server}/ignition/{mac.replace(':', '-')}.json",
-        )
+        config = ("flatcar.first_boot=1", f"ignition.config.url={urls.ignition(mac)}")
     else:
-        config = (f"cloud-config-url={server}/install.sh",)
+        config = (f"cloud-config-url={urls.install_sh()}",)
     return BootSpec(
         mac=mac,
-        hostname=model.hostname_for_mac(mac),
+        hostname=hostname,
         kernel=kernel,
         initrd=initrd,
         args=(*config, *CONSOLE_ARGS),
@@ -82,5 +72,5 @@ def default_spec(model: ClusterModel, server: str) -> BootSpec:
         hostname="",
         kernel=kernel,
         initrd=initrd,
-        args=(f"cloud-config-url={server}/install.sh", *CONSOLE_ARGS),
+        args=(f"cloud-config-url={URLs(server).install_sh()}", *CONSOLE_ARGS),
     )

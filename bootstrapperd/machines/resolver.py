@@ -1,47 +1,210 @@
-"""Which machine is behind an address, and which addresses belong to a machine: its DHCP lease
-or its static reservation. Used to put TFTP and HTTP requests in the right boot timeline and to
-serve a machine's private keys to that machine only."""
+"""Who is this machine? One answer for every service, in the spirit of matchbox's selectors.
+
+Given the model, the lease store and a MAC (or a client address), the resolver returns one
+frozen :class:`MachineView`: known (listed in the description) or not, served or ignored,
+hostname, FQDN, roles, its current address and where that address comes from, and what it
+boots. DHCP, TFTP, DNS, HTTP and the renderer ask it; nothing else decides these things.
+
+The two rules, each written once:
+
+- **Served** (:func:`is_served`): a machine gets addresses, boot scripts and configuration
+  when the description lists it, or when ``dhcp.unknown_machines`` is ``allow``.
+- **Current addresses** (:func:`current_addresses`): a node's static reservation, and the
+  address of its bound lease while that lease holds (the two differ only for a node given a
+  reservation by a reload while it still holds a pool lease). The first is *the* address the
+  machine is shown and named with. An offer promises nothing: an offered address is nobody's.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from ipaddress import IPv4Address
 
-from ..model.holder import ModelHolder
-from .leases import LeaseState, LeaseStore
+from ..model import ClusterModel
+from ..model.fields import canonical_mac, hostname_from_mac
+from ..model.types import Node, Role, UnknownMachines
+from .boot import BootSpec, boot_spec
+from .leases import Lease, LeaseState, LeaseStore
 
-__all__ = ["Machines"]
+__all__ = [
+    "AddressSource",
+    "MachineView",
+    "Resolver",
+    "current_addresses",
+    "is_served",
+    "machine_view",
+]
 
 
-class Machines:
-    def __init__(self, holder: ModelHolder, leases: LeaseStore) -> None:
-        self.holder = holder
-        self.leases = leases
+class AddressSource(StrEnum):
+    STATIC = "static"  # the description's reservation (nodes[].ip)
+    LEASE = "lease"  # a bound DHCP lease that holds
+    NONE = "none"  # no address now
 
-    def mac_of(self, ip: str) -> str | None:
-        """The MAC behind a client address: its lease (as last recorded), else a node's static
-        address; None when neither is known."""
+
+def is_served(model: ClusterModel, mac: str) -> bool:
+    """The unknown-machine policy: listed machines are served; others when unknown machines
+    are allowed (they install as workers named after their MAC)."""
+    return mac in model.nodes_by_mac or model.dhcp.unknown_machines is UnknownMachines.ALLOW
+
+
+def current_addresses(
+    node: Node | None, lease: Lease | None, now: float
+) -> tuple[tuple[IPv4Address, AddressSource], ...]:
+    """The addresses the machine has now, each with where it comes from; the first is its
+    address (the reservation when it has one)."""
+    found: list[tuple[IPv4Address, AddressSource]] = []
+    if node is not None and node.ip is not None:
+        found.append((node.ip, AddressSource.STATIC))
+    bound = lease is not None and lease.state is LeaseState.BOUND and lease.holds(now)
+    if bound and lease is not None and (not found or found[0][0] != lease.ip):
+        found.append((lease.ip, AddressSource.LEASE))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    """One machine as every service sees it, at one moment."""
+
+    mac: str  # canonical
+    known: bool  # listed in the description
+    served: bool  # gets addresses, boot scripts and configuration
+    hostname: str
+    fqdn: str
+    roles: tuple[Role, ...]
+    node: Node | None  # the description's entry; None for an unknown machine
+    addresses: tuple[tuple[IPv4Address, AddressSource], ...]  # now; see current_addresses
+    lease: Lease | None  # a copy of its lease as recorded (any state), or None
+    model: ClusterModel
+
+    @property
+    def ip(self) -> IPv4Address | None:
+        """The machine's address now (its reservation when it has one), or None."""
+        return self.addresses[0][0] if self.addresses else None
+
+    @property
+    def address_source(self) -> AddressSource:
+        return self.addresses[0][1] if self.addresses else AddressSource.NONE
+
+    def holds(self, address: IPv4Address) -> bool:
+        """``address`` is one of the machine's own now."""
+        return any(ip == address for ip, _source in self.addresses)
+
+    @property
+    def static_ip(self) -> IPv4Address | None:
+        return self.node.ip if self.node is not None else None
+
+    def valid_until(self, address: IPv4Address) -> float:
+        """Until when ``address`` stays the machine's: inf for its reservation or an infinite
+        lease, the lease's end otherwise, 0 for an address that is not its own."""
+        for ip, source in self.addresses:
+            if ip == address:
+                if source is AddressSource.LEASE and self.lease is not None:
+                    expires = self.lease.expires
+                    return expires if expires is not None else float("inf")
+                return float("inf")
+        return 0.0
+
+    def boot(self, server: str) -> BootSpec | None:
+        """What it boots from the server at ``server`` (a base URL); None when not served."""
+        return boot_spec(self.model, self.mac, self.hostname, server) if self.served else None
+
+
+def machine_view(
+    model: ClusterModel, mac: str, lease: Lease | None = None, now: float | None = None
+) -> MachineView:
+    """The view of machine ``mac`` (canonical) from the model and its lease (if any)."""
+    node = model.nodes_by_mac.get(mac)
+    if node is not None:
+        hostname, fqdn, roles = node.hostname, node.fqdn, node.roles
+    else:
+        hostname = hostname_from_mac(mac)
+        fqdn, roles = f"{hostname}.{model.domain}", (Role.WORKER,)
+    if lease is not None and lease.mac != mac:
+        lease = None
+    addresses = current_addresses(node, lease, time.time() if now is None else now)
+    return MachineView(
+        mac=mac,
+        known=node is not None,
+        served=is_served(model, mac),
+        hostname=hostname,
+        fqdn=fqdn,
+        roles=roles,
+        node=node,
+        addresses=addresses,
+        lease=dataclasses.replace(lease) if lease is not None else None,
+        model=model,
+    )
+
+
+class Resolver:
+    """Machine views from the model being served and the lease store."""
+
+    def __init__(
+        self,
+        model: Callable[[], ClusterModel],
+        leases: LeaseStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._model = model
+        self._leases = leases
+        self._clock = clock
+        self._indexed: ClusterModel | None = None
+        self._mac_by_hostname: dict[str, str] = {}
+
+    @property
+    def model(self) -> ClusterModel:
+        return self._model()
+
+    @property
+    def leases(self) -> LeaseStore:
+        return self._leases
+
+    def is_served(self, mac: str) -> bool:
+        return is_served(self._model(), mac)
+
+    def machine(self, mac: str, now: float | None = None) -> MachineView:
+        """The view of ``mac`` (canonical), whether or not it was ever seen."""
+        now = self._clock() if now is None else now
+        return machine_view(self._model(), mac, self._leases.of(mac), now)
+
+    def at(self, address: str | IPv4Address, now: float | None = None) -> MachineView | None:
+        """The machine whose current address ``address`` is; None when no machine's is."""
         try:
-            address = IPv4Address(ip)
+            ip = address if isinstance(address, IPv4Address) else IPv4Address(address)
         except ValueError:
             return None
-        lease = self.leases.at(address)
-        if lease is not None and lease.mac:
-            return lease.mac
-        node = self.holder.model.static_addresses.get(address)
-        return node.mac if node is not None else None
+        model = self._model()
+        node = model.static_addresses.get(ip)
+        mac = node.mac if node is not None else None
+        if mac is None:
+            lease = self._leases.at(ip)
+            mac = lease.mac if lease is not None and lease.mac else None
+        if mac is None:
+            return None
+        view = self.machine(mac, now)
+        return view if view.holds(ip) else None
 
-    def owns(self, mac: str, ip: str, now: float | None = None) -> bool:
-        """``ip`` is the machine's own now: it holds the bound lease of ``mac`` for that address,
-        or the address is the static reservation of ``mac`` in the model."""
-        try:
-            address = IPv4Address(ip)
-        except ValueError:
-            return False
-        node = self.holder.model.static_addresses.get(address)
-        if node is not None:
-            return node.mac == mac
-        lease = self.leases.at(address)
-        if lease is None or lease.mac != mac or lease.state is not LeaseState.BOUND:
-            return False
-        return lease.holds(time.time() if now is None else now)
+    def named(self, label: str, now: float | None = None) -> MachineView | None:
+        """The served machine a host name (one label) names: a node's hostname, or an unknown
+        machine's (its MAC with dashes) when unknown machines are allowed."""
+        model = self._model()
+        if model is not self._indexed:  # a reload: index the new model once
+            self._mac_by_hostname = {node.hostname: node.mac for node in model.nodes}
+            self._indexed = model
+        mac = self._mac_by_hostname.get(label)
+        if mac is None:
+            mac = canonical_mac(label)
+            if mac is None or mac in model.nodes_by_mac:
+                return None  # a known node answers to its hostname, not to its MAC
+        view = self.machine(mac, now)
+        return view if view.served else None
+
+    def owns(self, mac: str, address: str, now: float | None = None) -> bool:
+        """``address`` is machine ``mac``'s own now (its reservation, or its bound lease)."""
+        view = self.at(address, now)
+        return view is not None and view.mac == mac

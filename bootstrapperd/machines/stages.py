@@ -8,30 +8,56 @@ installed and boots from its disk asks DHCP for an address only, and stays insta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .timeline import Event
+from .. import routes
+from .events import FAILURES, EventKind, Source
+
+
+class Event(Protocol):
+    """What a stage is read from (``timeline.Event`` is one)."""
+
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def detail(self) -> Mapping[str, Any]: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
 
 __all__ = ["NOT_SEEN", "STAGES", "Progress", "advance", "progress_of", "stage_of"]
 
-STAGES = ("dhcp", "boot-file", "ipxe-script", "kernel", "install.sh", "config", "installed")
+STAGES = (
+    "dhcp",
+    EventKind.BOOT_FILE.value,
+    EventKind.IPXE_SCRIPT.value,
+    EventKind.KERNEL.value,
+    EventKind.INSTALL_SH.value,
+    "config",
+    EventKind.INSTALLED.value,
+)
 DHCP, BOOT_FILE, IPXE_SCRIPT, KERNEL, INSTALL_SH, CONFIG, INSTALLED = range(len(STAGES))
 
 _BOOT_BINARIES = (".kpxe", ".efi", ".pxe", ".0", ".com")
-_HTTP_STAGES = {
-    "boot-file": BOOT_FILE,
-    "ipxe-script": IPXE_SCRIPT,
-    "chain": IPXE_SCRIPT,
-    "kernel": KERNEL,
-    "initrd": KERNEL,
-    "install.sh": INSTALL_SH,
-    "cloud-config": CONFIG,
-    "ignition": CONFIG,
+_HTTP_STAGES: dict[str, int] = {
+    EventKind.BOOT_FILE: BOOT_FILE,
+    EventKind.IPXE_SCRIPT: IPXE_SCRIPT,
+    EventKind.CHAIN: IPXE_SCRIPT,
+    EventKind.KERNEL: KERNEL,
+    EventKind.INITRD: KERNEL,
+    EventKind.INSTALL_SH: INSTALL_SH,
+    EventKind.CLOUD_CONFIG: CONFIG,
+    EventKind.IGNITION: CONFIG,
 }
-_FAILURES = {"transfer_failed", "install-failed", "nak"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +73,11 @@ class Progress:
 
 def _tftp_stage(name: str) -> int | None:
     lowered = name.lower()
-    if lowered.startswith(("ipxe/", "pxelinux.cfg/")) or lowered.endswith(".ipxe"):
+    if lowered.startswith((routes.TFTP_IPXE_DIR, routes.TFTP_PXELINUX_DIR)):
         return IPXE_SCRIPT
-    if lowered.startswith("static/"):
+    if lowered.endswith(".ipxe"):
+        return IPXE_SCRIPT
+    if lowered.startswith(routes.TFTP_STATIC_DIR):
         return KERNEL
     if lowered.endswith(_BOOT_BINARIES):
         return BOOT_FILE
@@ -58,30 +86,32 @@ def _tftp_stage(name: str) -> int | None:
 
 def stage_of(event: Event) -> int | None:
     """The stage an event shows the machine has reached; None for events that show none."""
-    if event.source == "dhcp":
-        return DHCP if event.kind in ("offer", "ack") else None
-    if event.source == "tftp":
-        return _tftp_stage(str(event.detail.get("file", ""))) if event.kind == "transfer" else None
-    if event.source == "http":
+    if event.source == Source.DHCP:
+        return DHCP if event.kind in (EventKind.OFFER, EventKind.ACK) else None
+    if event.source == Source.TFTP:
+        if event.kind != EventKind.TRANSFER:
+            return None
+        return _tftp_stage(str(event.detail.get("file", "")))
+    if event.source == Source.HTTP:
         status = event.detail.get("status", 200)
         if not isinstance(status, int) or status >= 400:
             return None
         return _HTTP_STAGES.get(event.kind)
-    if event.source == "install" and event.kind == "installed":
+    if event.source == Source.INSTALL and event.kind == EventKind.INSTALLED:
         return INSTALLED
     return None
 
 
 def _failure(event: Event) -> bool:
-    if event.kind in _FAILURES:
+    if event.kind in FAILURES:
         return True
-    status = event.detail.get("status") if event.source == "http" else None
+    status = event.detail.get("status") if event.source == Source.HTTP else None
     return isinstance(status, int) and status >= 400 and event.kind in _HTTP_STAGES
 
 
 def _firmware_boot(event: Event) -> bool:
-    boot = event.detail.get("boot_file") if event.source == "dhcp" else None
-    return event.kind == "ack" and isinstance(boot, str) and not boot.startswith("http")
+    boot = event.detail.get("boot_file") if event.source == Source.DHCP else None
+    return event.kind == EventKind.ACK and isinstance(boot, str) and not boot.startswith("http")
 
 
 NOT_SEEN = Progress(-1, False, None)

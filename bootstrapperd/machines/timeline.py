@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .events import EventKind, Source
 from .stages import NOT_SEEN, Progress, advance
 from .statedb import StateDB
 
@@ -25,8 +26,8 @@ class Event:
     stores): tens of thousands of machines' timelines stay small in memory."""
 
     at: float
-    source: str  # dhcp | tftp | http
-    kind: str  # e.g. "offer", "ack", "boot-file", "ipxe-script"
+    source: str  # a Source (as stored: plain text)
+    kind: str  # an EventKind (as stored: plain text)
     detail_json: str
 
     @property
@@ -49,7 +50,7 @@ class Timeline:
         ):
             self._keep(mac, Event(at, source, kind, detail))
 
-    def record(self, mac: str, at: float, source: str, kind: str, **detail: Any) -> Event:
+    def record(self, mac: str, at: float, source: Source, kind: EventKind, **detail: Any) -> Event:
         event = Event(at, source, kind, json.dumps(detail, default=str, separators=(",", ":")))
         self._keep(mac, event)
         self._db.insert("events", _COLUMNS, (mac, at, source, kind, event.detail_json))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..machines.resolver import MachineView
 from ..model import ClusterModel
-from ..model.fields import hostname_from_mac
 from ..model.images import CONTROL_PLANE, cluster_images, registry_name
 from ..oci.reference import local_reference
 
@@ -88,24 +88,23 @@ def cluster_facts(model: ClusterModel, server: str) -> dict[str, Any]:
     }
 
 
-def node_facts(model: ClusterModel, mac: str) -> dict[str, Any]:
+def node_facts(view: MachineView) -> dict[str, Any]:
     """The machine: a node of the model, or an unknown machine installed as a worker."""
-    node = model.node(mac)
+    node = view.node
     if node is None:
-        hostname = hostname_from_mac(mac)
         return {
             "known": False,
-            "mac": mac,
-            "hostname": hostname,
-            "fqdn": f"{hostname}.{model.domain}",
-            "roles": ["worker"],
+            "mac": view.mac,
+            "hostname": view.hostname,
+            "fqdn": view.fqdn,
+            "roles": [str(r) for r in view.roles],
             "ip": None,
             "is_master": False,
             "etcd_member": False,
             "ingress": False,
             "ceph_monitor": False,
             "flannel_iface": None,
-            "etcd_address": f"{hostname}.{model.domain}",
+            "etcd_address": view.fqdn,
             "labels": ["bootstrapperd.io/role=worker"],
         }
     labels = [f"bootstrapperd.io/role={'master' if node.kube_master else 'worker'}"]

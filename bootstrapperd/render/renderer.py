@@ -16,8 +16,10 @@ import yaml
 from ..bsroot.layout import Bsroot
 from ..bsroot.mirror import Mirror
 from ..bsroot.pki import ClusterPKI
+from ..machines.boot import BootSpec, default_spec
+from ..machines.resolver import machine_view
 from ..model import ClusterModel
-from . import bootspec as bootscripts
+from ..routes import TFTP_STATIC_DIR, URLs
 from . import facts
 from .ignition import dumps, to_ignition
 from .templates import TemplateError, Templates
@@ -55,25 +57,30 @@ class Renderer:
     # --- boot scripts ---------------------------------------------------------------------------
 
     def ipxe(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        spec = bootscripts.boot_spec(model, mac, server)
+        spec = machine_view(model, mac).boot(server)
         if spec is None:
             return None
-        return self.templates.render("ipxe.j2", boot=spec, server=server)
+        return self.templates.render("ipxe.j2", boot=spec, server=server, urls=URLs(server))
 
     def chain(self, server: str) -> str:
-        return self.templates.render("chain.ipxe.j2", server=server)
+        return self.templates.render("chain.ipxe.j2", server=server, urls=URLs(server))
 
     def pxelinux(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        spec = bootscripts.boot_spec(model, mac, server)
+        spec = machine_view(model, mac).boot(server)
         if spec is None:
             return None
         about = f"{spec.hostname} ({spec.mac})"
-        return self.templates.render("pxelinux.cfg.j2", boot=spec, about=about, sysappend=False)
+        return self._pxelinux(spec, about, sysappend=False)
 
     def pxelinux_default(self, model: ClusterModel, server: str) -> str:
-        spec = bootscripts.default_spec(model, server)
+        spec = default_spec(model, server)
         about = "machines without their own pxelinux.cfg/01-<mac>"
-        return self.templates.render("pxelinux.cfg.j2", boot=spec, about=about, sysappend=True)
+        return self._pxelinux(spec, about, sysappend=True)
+
+    def _pxelinux(self, spec: BootSpec, about: str, sysappend: bool) -> str:
+        return self.templates.render(
+            "pxelinux.cfg.j2", boot=spec, about=about, sysappend=sysappend, static=TFTP_STATIC_DIR
+        )
 
     # --- install.sh and the node set-up ---------------------------------------------------------
 
@@ -89,10 +96,13 @@ class Renderer:
 
     def install_sh(self, model: ClusterModel, server: str) -> str:
         os = self._os(model)
+        # The script's own URLs: $SERVER and $MAC are its shell variables.
+        script = URLs("$SERVER")
         if os["name"] == "flatcar":
             config = {
                 "title": "Ignition config",
-                "path": "ignition",
+                "url": script.ignition("$MAC"),
+                "path": "ignition",  # url's parts, for sites' own templates of older releases
                 "suffix": ".json",
                 "flag": "-i",
                 "file": "ignition.json",
@@ -100,6 +110,7 @@ class Renderer:
         else:
             config = {
                 "title": "cloud-config",
+                "url": script.cloud_config("$MAC"),
                 "path": "cloud-config",
                 "suffix": ".yml",
                 "flag": "-c",
@@ -108,16 +119,19 @@ class Renderer:
         return self.templates.render(
             "install.sh.j2",
             server=server,
-            mirror=f"{server}/static/{os['name']}/{os['channel']}",
+            report_url=script.report("$MAC"),
+            mirror=URLs(server).static(f"{os['name']}/{os['channel']}"),
             os=os,
             config=config,
             bootstrapper=str(model.bootstrapper),
         )
 
     def _node_context(self, model: ClusterModel, mac: str, server: str) -> dict[str, Any] | None:
-        if bootscripts.boot_spec(model, mac, server) is None:
+        view = machine_view(model, mac)
+        if not view.served:
             return None  # an unknown machine, and unknown machines are ignored
-        node = facts.node_facts(model, mac)
+        node = facts.node_facts(view)
+        urls = URLs(server)
         certs = self.pki.node(model, mac)
         tls: dict[str, str] = {
             "ca": self.pki.ca_pem().decode(),
@@ -137,7 +151,7 @@ class Renderer:
         policy = model.update_policy
         install = None
         if os["name"] == "flatcar":
-            install = {"url": f"{server}/install.sh", "os_title": os["title"]}
+            install = {"url": urls.install_sh(), "os_title": os["title"]}
         return {
             "mac": node["mac"],
             "node": node,
@@ -145,7 +159,7 @@ class Renderer:
             **facts.images_facts(model),
             "kubernetes": {
                 "version": model.kubernetes_version,
-                "kubelet_url": f"{server}/static/kubernetes/{model.kubernetes_version}/kubelet",
+                "kubelet_url": urls.static(f"kubernetes/{model.kubernetes_version}/kubelet"),
             },
             "ssh_authorized_keys": list(model.ssh_authorized_keys),
             "update": {

@@ -28,6 +28,7 @@ from protocols.tftp.netascii import netascii_size
 from protocols.tftp.packet import ErrorCode, Request
 from protocols.tftp.session import Address
 
+from .. import routes
 from ..bsroot.layout import Bsroot
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
@@ -88,8 +89,9 @@ class TFTPFiles:
 
     def _candidates(self, relative: str) -> list[Path]:
         first = self.bsroot.tftpboot / relative
-        if relative.startswith("static/") and not (self.bsroot.tftpboot / "static").exists():
-            return [first, self.bsroot.html_static / relative.removeprefix("static/")]
+        static = routes.TFTP_STATIC_DIR
+        if relative.startswith(static) and not (self.bsroot.tftpboot / static).exists():
+            return [first, self.bsroot.html_static / relative.removeprefix(static)]
         return [first]
 
     def _open_file(self, relative: str, netascii: bool) -> Opened | Refusal | None:
@@ -124,15 +126,16 @@ class TFTPFiles:
     def _generate(self, relative: str) -> str | None:
         model = self._model()
         lowered = relative.lower()
-        if lowered == "boot.ipxe":
+        if lowered == routes.TFTP_CHAIN:
             return self._renderer.chain(self.server)
-        if lowered == "pxelinux.cfg/default":
+        if lowered == routes.TFTP_PXELINUX_DEFAULT:
             return self._renderer.pxelinux_default(model, self.server)
-        if lowered.startswith("ipxe/"):
-            mac = canonical_mac(lowered.removeprefix("ipxe/").removesuffix(".ipxe"))
+        if lowered.startswith(routes.TFTP_IPXE_DIR):
+            name = lowered.removeprefix(routes.TFTP_IPXE_DIR).removesuffix(".ipxe")
+            mac = canonical_mac(name)
             return self._renderer.ipxe(model, mac, self.server) if mac else None
-        if lowered.startswith("pxelinux.cfg/"):
-            match = _PXELINUX_MAC.fullmatch(lowered.removeprefix("pxelinux.cfg/"))
+        if lowered.startswith(routes.TFTP_PXELINUX_DIR):
+            match = _PXELINUX_MAC.fullmatch(lowered.removeprefix(routes.TFTP_PXELINUX_DIR))
             mac = canonical_mac(match.group(1)) if match else None
             return self._renderer.pxelinux(model, mac, self.server) if mac else None
         return None

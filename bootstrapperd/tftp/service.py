@@ -13,11 +13,12 @@ from pathlib import Path
 from protocols.tftp.endpoint import SERVER_PORT, Report, TFTPEndpoint, open_socket
 
 from ..bsroot.layout import Bsroot
-from ..machines.resolver import Machines
+from ..machines.events import EventKind, Source
+from ..machines.resolver import Resolver
 from ..machines.timeline import Timeline
 from ..model.holder import ModelHolder
 from ..render import Renderer
-from ..render.bootspec import base_url
+from ..routes import base_url
 from ..runtime.errors import cannot_listen
 from .files import TFTPFiles
 
@@ -42,14 +43,14 @@ class TFTPService:
         address: IPv4Address,
         http_port: int,
         bsroot: Bsroot,
-        machines: Machines,
+        resolver: Resolver,
         timeline: Timeline,
         renderer: Renderer,
     ) -> None:
         self.holder = holder
         self.interface = interface
         self.address = address
-        self.machines = machines
+        self.resolver = resolver
         self.timeline = timeline
         self.counters: Counter[str] = Counter()
         server = base_url(address, http_port)
@@ -100,7 +101,8 @@ class TFTPService:
 
     def _report(self, report: Report) -> None:
         client = f"{report.peer[0]}:{report.peer[1]}"
-        mac = self.machines.mac_of(report.peer[0])
+        machine = self.resolver.at(report.peer[0])
+        mac = machine.mac if machine is not None else None
         fields: dict[str, object] = {"client": client, "file": report.filename}
         if mac is not None:
             fields["mac"] = mac
@@ -112,7 +114,7 @@ class TFTPService:
             probe = missing and report.filename.startswith("pxelinux.cfg/")
             level = logging.INFO if probe else logging.WARNING
             log.log(level, "not found" if missing else "refused", extra={"fields": fields})
-            kind = "not_found" if missing else "refused"
+            kind = EventKind.NOT_FOUND if missing else EventKind.REFUSED
             detail: dict[str, object] = {"file": report.filename, "error": report.detail}
         else:
             rate = report.bytes_sent / report.duration / 2**20 if report.duration > 0 else 0.0
@@ -131,7 +133,7 @@ class TFTPService:
                 fields["detail"] = report.detail
             level = logging.INFO if report.ok else logging.WARNING
             log.log(level, "transfer %s", report.outcome, extra={"fields": fields})
-            kind = "transfer" if report.ok else "transfer_failed"
+            kind = EventKind.TRANSFER if report.ok else EventKind.TRANSFER_FAILED
             detail = {
                 "file": report.name or report.filename,
                 "size": report.size,
@@ -139,4 +141,4 @@ class TFTPService:
                 "duration": round(report.duration, 3),
             }
         if mac is not None:
-            self.timeline.record(mac, time.time(), "tftp", kind, **detail)
+            self.timeline.record(mac, time.time(), Source.TFTP, kind, **detail)

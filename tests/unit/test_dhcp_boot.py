@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bootstrapperd.dhcp.boot import BootPolicy, Firmware, firmware_of
+from bootstrapperd.routes import URLs
 from protocols.dhcp.options import MessageType
 from tests.dhcp_requests import pxe_discover, request
 
@@ -17,7 +18,7 @@ SERVER = IPv4Address("10.77.0.1")
 
 @pytest.fixture
 def policy(tmp_path: Path) -> BootPolicy:
-    return BootPolicy(SERVER, "http://10.77.0.1:8080", tmp_path)
+    return BootPolicy(SERVER, URLs("http://10.77.0.1:8080"), tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from bootstrapperd.dns.records import LeaseHosts, build_authority
 from bootstrapperd.machines.leases import LeaseStore
+from bootstrapperd.machines.resolver import Resolver as MachineResolver
 from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.model.holder import ModelHolder
 from protocols.dns.server import Forward, Resolver
@@ -29,7 +30,7 @@ class Lab:
         self.holder = ModelHolder.load(EXAMPLE)
         self.db = StateDB(tmp / "state.db")
         self.leases = LeaseStore(self.db)
-        self.hosts = LeaseHosts(lambda: self.holder.model, self.leases)
+        self.hosts = LeaseHosts(MachineResolver(lambda: self.holder.model, self.leases))
         self.counters: Counter[str] = Counter()
         self.resolver = Resolver(
             build_authority(self.holder.model, self.hosts, serial=7),

@@ -141,9 +141,9 @@ async def test_a_static_reservation_is_the_machines_own_address(root: Bsroot) ->
     # The master's static address is 10.77.0.10; the test client is 127.0.0.1: make the
     # reservation 127.0.0.1 (the model's check is on the subnet, so serve a patched model).
     async with serve(root) as served:
-        assert served.context.machines.owns(MASTER, "10.77.0.10")
-        assert not served.context.machines.owns(MASTER, "10.77.0.11")
-        assert not served.context.machines.owns(WORKER, "10.77.0.10")
+        assert served.context.resolver.owns(MASTER, "10.77.0.10")
+        assert not served.context.resolver.owns(MASTER, "10.77.0.11")
+        assert not served.context.resolver.owns(WORKER, "10.77.0.10")
 
 
 async def test_key_files_match_the_certificates(root: Bsroot) -> None:

@@ -4,16 +4,18 @@ routes of the HTTP app, which serve the same scripts."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from bootstrapperd.bsroot.layout import Bsroot
 from bootstrapperd.bsroot.pki import ClusterPKI
+from bootstrapperd.machines.resolver import machine_view
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.pack import init_bsroot
 from bootstrapperd.render import Renderer
-from bootstrapperd.render import bootspec as bootscripts
+from bootstrapperd.routes import base_url
 from bootstrapperd.tftp.files import TFTPFiles
 from protocols.tftp.endpoint import Opened, Refusal
 from protocols.tftp.packet import ErrorCode, Opcode, Request
@@ -188,17 +190,15 @@ def test_coreos_boots_with_cloud_config_url(root: Bsroot) -> None:
     text = root.cluster_desc.read_text()
     root.cluster_desc.write_text(text + "os:\n  name: coreos\n  channel: stable\n")
     model = ModelHolder.load(root.cluster_desc).model
-    spec = bootscripts.boot_spec(model, MASTER, "http://b:8080")
+    spec = machine_view(model, MASTER).boot("http://b:8080")
     assert spec is not None
     assert spec.kernel == "coreos/stable/current/coreos_production_pxe.vmlinuz"
     assert spec.args[0] == "cloud-config-url=http://b:8080/install.sh"
 
 
 def test_base_url() -> None:
-    from ipaddress import IPv4Address
-
-    assert bootscripts.base_url(IPv4Address("10.0.0.1"), 80) == "http://10.0.0.1"
-    assert bootscripts.base_url(IPv4Address("10.0.0.1"), 8080) == "http://10.0.0.1:8080"
+    assert base_url(IPv4Address("10.0.0.1"), 80) == "http://10.0.0.1"
+    assert base_url(IPv4Address("10.0.0.1"), 8080) == "http://10.0.0.1:8080"
 
 
 async def test_http_serves_the_same_ipxe_scripts(files: TFTPFiles, root: Bsroot) -> None:
