@@ -45,47 +45,64 @@ and the boots done so far are reported. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from bootstrapperd.lab.netlab import LabError, NetLab, unavailable_reason
+from bootstrapperd.lab.netlab import LabError, NetLab
 from bootstrapperd.lab.vm.lab import BootLab, Machine, Packed, console_script, pack_bsroot
 from bootstrapperd.lab.vm.qemu import QEMU, MachineSpec
 from bootstrapperd.lab.vm.qemu import missing_tools as vm_missing_tools
-from bootstrapperd.model import ClusterModel, ConfigError, load_cluster_file
+from bootstrapperd.model import load_cluster_file
 
+from . import harness
+from .boot_reference import (
+    INTERFACE,
+    RA_ADDRESS,
+    HttpRoot,
+    LogWatch,
+    Target,
+    build_http_root,
+    dnsmasq_conf,
+    http_server_argv,
+    network_of,
+    target_of,
+)
 from .common import (
     REPO,
+    cpu_between,
     cpu_seconds,
     first_version_lines,
     fmt,
     machine_facts,
     median,
-    names_arg,
     positive_int,
     program_pid,
-    scratch_dir,
-    tail,
     wait_tcp_listening,
     wait_udp_listening,
+)
+from .harness import (
+    Benchmark,
+    Column,
+    RoundsOption,
+    Run,
+    Spread,
+    grouped,
+    markdown_table,
+    not_on_path,
+    spread,
 )
 
 EXAMPLE = REPO / "config" / "examples" / "cluster-desc.yml"
 DEFAULT_MAC = "52:54:00:77:00:10"  # the example's master1 (static address 10.77.0.10)
 DOCKER_HOST = "unix:///nonexistent/bench.sock"
-INTERFACE = "bs0"  # BootLab's interface in the bootstrapper namespace
-RA_ADDRESS = "fd77::1/64"  # what dnsmasq's enable-ra advertises from (the reference lab's)
 POLL_S = 0.05
 RA_LOGGER = "bootstrapperd.ra"  # in bootstrapperd's log when its router advertisements run
 SERVER_NAMES = ("bootstrapperd", "dnsmasq")
@@ -94,289 +111,13 @@ LABELS = {"bootstrapperd": "bootstrapperd", "dnsmasq": "dnsmasq + http.server"}
 CONFIG_KINDS = ("ignition", "cloud-config")
 TARGET = 1.0
 """bootstrapperd's median time ÷ dnsmasq's should be at most this (lower is better)."""
-FIGURES = (("fetched_s", "QEMU start → config fetched"), ("off_s", "QEMU start → powered off"))
+FIGURES = {"fetched_s": "QEMU start → config fetched", "off_s": "QEMU start → powered off"}
+"""The figures divided, with their labels."""
 
 
 def description_text(example: str) -> str:
     """The example description with the registry turned off (no Docker engine in the lab)."""
     return example.rstrip("\n") + "\n\nregistry:\n  mode: off\n"
-
-
-# --- the machine and the network, from the model ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """The machine booted, and what the DNS must answer for it."""
-
-    mac: str
-    hostname: str
-    fqdn: str
-    ip: str
-    records: tuple[tuple[str, str], ...]
-    """(name, address) for host-record: the machine's FQDN and every master's with an address."""
-
-
-@dataclass(frozen=True)
-class Network:
-    """What dnsmasq needs of the description to answer as bootstrapperd does."""
-
-    bootstrapper: str
-    netmask: str
-    pool_low: str
-    pool_high: str
-    lease: str
-    """dnsmasq's lease time: seconds, or ``infinite``."""
-    domain: str
-    routers: tuple[str, ...]
-    nameservers: tuple[str, ...]
-    http_port: int
-
-    @property
-    def http_base(self) -> str:
-        port = "" if self.http_port == 80 else f":{self.http_port}"
-        return f"http://{self.bootstrapper}{port}"
-
-
-def network_of(model: ClusterModel) -> Network:
-    if model.pool.low is None or model.pool.high is None:
-        raise LabError("the description has no address pool (iplow/iphigh)")
-    return Network(
-        bootstrapper=str(model.bootstrapper),
-        netmask=str(model.network.netmask),
-        pool_low=str(model.pool.low),
-        pool_high=str(model.pool.high),
-        lease="infinite" if model.lease_seconds is None else str(model.lease_seconds),
-        domain=model.domain,
-        routers=tuple(str(r) for r in model.routers),
-        nameservers=tuple(str(n) for n in model.nameservers),
-        http_port=model.http_port,
-    )
-
-
-def first_free(model: ClusterModel) -> IPv4Address:
-    """The pool's first address not reserved: what a fresh bootstrapperd gives a first machine
-    without a static address."""
-    low, high = model.pool.low, model.pool.high
-    assert low is not None and high is not None
-    address = low
-    while address in model.reserved_addresses:
-        if address >= high:
-            raise LabError("the pool has no free address")
-        address += 1
-    return address
-
-
-def target_of(model: ClusterModel, mac: str) -> Target:
-    """The node ``mac`` of the description (its static address, else the pool's first free)."""
-    node = model.node(mac)
-    if node is None:
-        raise LabError(f"{mac} is not a node of the description")
-    ip = str(node.ip) if node.ip is not None else str(first_free(model))
-    records = {node.fqdn: ip}
-    for master in model.masters:
-        if master.ip is not None:
-            records.setdefault(master.fqdn, str(master.ip))
-    return Target(node.mac, node.hostname, node.fqdn, ip, tuple(records.items()))
-
-
-# --- dnsmasq -------------------------------------------------------------------------------------
-
-
-def dnsmasq_conf(
-    run_dir: Path, tftp_root: Path, net: Network, target: Target, ra: bool = True
-) -> str:
-    """dnsmasq for one machine: DHCP (its reservation, iPXE sent to bootstrapperd's iPXE script
-    URL), DNS and TFTP, with the reference lab's tuning; logs, leases and pid in ``run_dir``."""
-    lines = [
-        "# Generated by bench/boot.py: DHCP + DNS + TFTP for one machine, the reference lab's",
-        "# configuration (/work/shared/lab/reference-lab.sh) on the boot lab's interface.",
-        f"interface={INTERFACE}",
-        "bind-interfaces",
-        f"listen-address={net.bootstrapper}",
-        "no-resolv",
-        "no-hosts",
-        f"domain={net.domain}",
-        f"local=/{net.domain}/",
-        *(f"host-record={name},{address}" for name, address in target.records),
-        f"dhcp-range={net.pool_low},{net.pool_high},{net.netmask},{net.lease}",
-        f"dhcp-host={target.mac},set:bench,{target.ip},{target.hostname}",
-        f"dhcp-leasefile={run_dir}/dnsmasq.leases",
-        "dhcp-authoritative",
-    ]
-    if net.routers:
-        lines.append(f"dhcp-option=option:router,{','.join(net.routers)}")
-    if net.nameservers:
-        lines.append(f"dhcp-option=option:dns-server,{','.join(net.nameservers)}")
-    lines += [
-        "# iPXE (option 175 or user class iPXE) gets its script over HTTP, as from bootstrapperd;",
-        "# PXE firmware gets the iPXE binary for its architecture over TFTP.",
-        "dhcp-match=set:ipxe,175",
-        "dhcp-userclass=set:ipxe,iPXE",
-        "dhcp-match=set:efi64,option:client-arch,7",
-        "dhcp-match=set:efi64,option:client-arch,9",
-        f"dhcp-boot=tag:ipxe,tag:bench,{net.http_base}/ipxe/{target.mac}",
-        f"dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,{net.bootstrapper}",
-        f"dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,{net.bootstrapper}",
-        "# iPXE: don't wait for ProxyDHCP (option 175.176 = 1), saves ~2 s per boot",
-        "dhcp-option=tag:ipxe,encap:175,176,1b",
-    ]
-    if ra:
-        lines += [
-            "# RA so iPXE's IPv6 autoconfiguration completes instead of timing out (~13 s)",
-            "enable-ra",
-            f"dhcp-range=::,constructor:{INTERFACE},ra-only,64,1h",
-        ]
-    else:
-        lines.append("# --no-ra: no router advertisements (like bootstrapperd without RA)")
-    lines += [
-        "# dnsmasq by default pings a new address before offering it: ~3 s per new client",
-        "no-ping",
-        "enable-tftp",
-        f"tftp-root={tftp_root}",
-        "log-dhcp",
-        "log-queries",
-        f"log-facility={run_dir}/dnsmasq.log",
-        f"pid-file={run_dir}/dnsmasq.pid",
-        "user=root",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# --- http.server's directory ---------------------------------------------------------------------
-
-
-def config_kind(ipxe_script: str) -> str:
-    """``ignition`` or ``cloud-config``: what the iPXE script's kernel line points the OS at."""
-    if "ignition.config.url=" in ipxe_script:
-        return "ignition"
-    if "cloud-config-url=" in ipxe_script:
-        return "cloud-config"
-    raise LabError("the iPXE script names no ignition.config.url= or cloud-config-url=")
-
-
-_KERNEL_URL = re.compile(r"(?:ignition\.config\.url|cloud-config-url)=(\S+)")
-_INSTALL_FETCH = re.compile(r'fetch "\$SERVER(/[^"$]*)\$MAC([^"]*)"')
-
-
-def config_paths(ipxe_script: str, install_sh: str, mac: str) -> list[str]:
-    """The URL paths the machine fetches its config from: the kernel argument's (the MAC with
-    dashes) and install.sh's (``$SERVER/<route>/$MAC<suffix>``, the MAC with colons)."""
-    paths = [urlsplit(url).path for url in _KERNEL_URL.findall(ipxe_script)]
-    paths += [f"{route}{mac}{suffix}" for route, suffix in _INSTALL_FETCH.findall(install_sh)]
-    return list(dict.fromkeys(paths))
-
-
-def config_prefix(paths: Sequence[str]) -> str:
-    """The route all config paths share, e.g. ``/ignition/``: what the log watch looks for."""
-    prefixes = {path[: path.rindex("/") + 1] for path in paths}
-    if len(prefixes) != 1:
-        raise LabError(f"the config is served on several routes: {sorted(prefixes)}")
-    return prefixes.pop()
-
-
-def render(bsroot: Path, mac: str, kind: str) -> str:
-    """``bootstrapperd render``: exactly what bootstrapperd serves ``mac`` for ``kind``."""
-    argv = [*console_script("bootstrapperd", "bootstrapperd"), "render"]
-    argv += ["--bsroot", str(bsroot), "--mac", mac, "--kind", kind]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise LabError(f"bootstrapperd render --kind {kind} failed: {tail(result.stderr)}")
-    return result.stdout
-
-
-@dataclass(frozen=True)
-class HttpRoot:
-    root: Path
-    kind: str
-    prefix: str
-    """The config's route (``/ignition/``): its GET in the access log is "config fetched"."""
-    files: tuple[str, ...]
-
-
-def build_http_root(bsroot: Path, root: Path, mac: str) -> HttpRoot:
-    """The files bootstrapperd would serve ``mac``, on the same paths, under ``root``."""
-    ipxe = render(bsroot, mac, "ipxe")
-    install = render(bsroot, mac, "install")
-    kind = config_kind(ipxe)
-    config = render(bsroot, mac, kind)
-    paths = config_paths(ipxe, install, mac)
-    if not paths:
-        raise LabError("found no config URL in the iPXE script or install.sh")
-    files = {f"/ipxe/{mac}": ipxe, "/install.sh": install, **dict.fromkeys(paths, config)}
-    for path, text in files.items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    shutil.copytree(bsroot / "html" / "static", root / "static", symlinks=True)
-    return HttpRoot(root, kind, config_prefix(paths), tuple(files))
-
-
-def http_server_argv(address: str, port: int, root: Path) -> list[str]:
-    """The plain HTTP server: the standard library's, unbuffered (its log is watched)."""
-    argv = [sys.executable, "-u", "-m", "http.server", str(port)]
-    return [*argv, "--bind", address, "--directory", str(root)]
-
-
-# --- http.server's access log --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Access:
-    """One request line of http.server's log (``BaseHTTPRequestHandler.log_request``)."""
-
-    client: str
-    method: str
-    path: str
-    status: int
-
-
-_ACCESS = re.compile(
-    r'^(?P<client>\S+) - - \[[^\]]*\] "(?P<method>[A-Z]+) (?P<path>\S+)(?: [^"]*)?" '
-    r"(?P<status>\d{3}) \S+$"
-)
-
-
-def parse_access(line: str) -> Access | None:
-    """The request of one log line, or None (the start-up line, ``code 501, message …``)."""
-    match = _ACCESS.match(line.strip())
-    if match is None:
-        return None
-    return Access(match["client"], match["method"], match["path"], int(match["status"]))
-
-
-def is_config_fetch(access: Access | None, prefix: str) -> bool:
-    return access is not None and access.method == "GET" and access.path.startswith(prefix)
-
-
-class LogWatch:
-    """Follows a log file; notes the wall-clock time it first sees a config GET."""
-
-    def __init__(self, path: Path, prefix: str) -> None:
-        self.path = path
-        self.prefix = prefix
-        self.offset = 0
-        self.pending = b""
-        self.seen_at: float | None = None
-        self.line: str | None = None
-
-    def poll(self) -> None:
-        if self.seen_at is not None:
-            return
-        try:
-            with self.path.open("rb") as stream:
-                stream.seek(self.offset)
-                data = stream.read()
-        except OSError:
-            return
-        now = time.time()
-        self.offset += len(data)
-        *lines, self.pending = (self.pending + data).split(b"\n")
-        for raw in lines:
-            text = raw.decode(errors="replace")
-            if is_config_fetch(parse_access(text), self.prefix):
-                self.seen_at, self.line = now, text.strip()
-                return
 
 
 # --- bootstrapperd's timeline --------------------------------------------------------------------
@@ -458,10 +199,6 @@ def servers_cpu(procs: Sequence[subprocess.Popen[bytes]]) -> float | None:
             return None
         total += used
     return total
-
-
-def cpu_between(before: float | None, after: float | None) -> float | None:
-    return after - before if before is not None and after is not None else None
 
 
 def judge(
@@ -581,30 +318,56 @@ def run_dnsmasq(
     return result
 
 
-# --- rounds, medians, ratios and the table ------------------------------------------------------
-
-
-def server_order(servers: Sequence[str], round_: int) -> list[str]:
-    """The servers in the given order on odd rounds (1, 3, …), reversed on even ones."""
-    return list(servers) if round_ % 2 == 1 else list(reversed(servers))
+# --- the rounds ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Spread:
-    median: float | None
-    low: float | None
-    high: float | None
+class BootRun:
+    """What every boot shares: the packed bsroot, the machine, http.server's directory (when
+    dnsmasq runs) and the options. Each boot builds its own lab."""
+
+    scratch: Path
+    packed: Packed
+    target: Target
+    http_root: HttpRoot | None
+    timeout: float
+    ra: bool
+    """dnsmasq sends router advertisements."""
 
 
-def spread(values: Sequence[float | None]) -> Spread:
-    known = [value for value in values if value is not None]
-    if not known:
-        return Spread(None, None, None)
-    return Spread(median(known), min(known), max(known))
+@contextlib.contextmanager
+def open_lab(args: argparse.Namespace, scratch: Path) -> Iterator[BootRun]:
+    """The description, the machine, the bsroot packed once, http.server's directory rendered
+    once."""
+    description = scratch / "cluster-desc.yml"
+    description.write_text(description_text(EXAMPLE.read_text()))
+    target = target_of(load_cluster_file(description), args.mac)
+    packed = pack_bsroot(description, scratch / "pack")
+    http_root = None
+    if "dnsmasq" in args.servers:
+        http_root = build_http_root(packed.bsroot, scratch / "http-root", target.mac)
+    yield BootRun(scratch, packed, target, http_root, args.timeout, args.ra)
+
+
+def serve_boot(run: BootRun, server: str, group: None, round_: int) -> list[BootResult]:
+    """One boot of the machine served by ``server``, in its own fresh lab."""
+    run_dir = run.scratch / f"round{round_}-{server}"
+    run_dir.mkdir()
+    if server == "bootstrapperd":
+        return [run_bootstrapperd(round_, run_dir, run.packed, run.target, run.timeout)]
+    assert run.http_root is not None
+    return [
+        run_dnsmasq(round_, run_dir, run.packed, run.target, run.http_root, run.timeout, run.ra)
+    ]
+
+
+# --- medians, ratios and the table ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Summary:
+    """One server's boots: medians and ranges over the successful ones."""
+
     server: str
     fetched_s: Spread
     off_s: Spread
@@ -625,11 +388,8 @@ def _yes_no(values: Sequence[bool | None]) -> str:
 
 def summarise(results: Sequence[BootResult]) -> list[Summary]:
     """Per server (in the order first seen): medians and ranges over the successful boots."""
-    by_server: dict[str, list[BootResult]] = {}
-    for result in results:
-        by_server.setdefault(result.server, []).append(result)
     summaries = []
-    for server, runs in by_server.items():
+    for server, runs in grouped(results, lambda r: r.server).items():
         good = [r for r in runs if r.ok]
         summaries.append(
             Summary(
@@ -645,32 +405,12 @@ def summarise(results: Sequence[BootResult]) -> list[Summary]:
     return summaries
 
 
-@dataclass(frozen=True)
-class Ratio:
-    figure: str
-    label: str
-    ours: float | None
-    theirs: float | None
-
-    @property
-    def ratio(self) -> float | None:
-        return self.ours / self.theirs if self.ours is not None and self.theirs else None
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.ratio is None else self.ratio <= TARGET
-
-
-def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[Ratio]:
+def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[harness.Ratio]:
     """bootstrapperd's median ÷ the reference's, for each figure (None where one is missing)."""
-    by_server = {s.server: s for s in summaries}
-    ours, theirs = by_server.get("bootstrapperd"), by_server.get(reference)
-    out = []
-    for figure, label in FIGURES:
-        mine = getattr(ours, figure).median if ours is not None else None
-        other = getattr(theirs, figure).median if theirs is not None else None
-        out.append(Ratio(figure, label, mine, other))
-    return out
+    table = {figure: {s.server: getattr(s, figure).median for s in summaries} for figure in FIGURES}
+    return harness.ratios(
+        table, reference, lambda figure: TARGET, both_measured=False, lower_is_better=True
+    )
 
 
 def _seconds(value: Spread) -> str:
@@ -679,9 +419,23 @@ def _seconds(value: Spread) -> str:
     return f"{value.median:.2f} ({value.low:.2f}–{value.high:.2f})"
 
 
-def _verdict(r: Ratio) -> str:
-    text = {True: "met", False: "NOT met", None: "not measured"}[r.met]
-    return f"≤ {TARGET:.2f} ({text})"
+COLUMNS = (
+    Column("server"),
+    Column("config fetched s", right=True),
+    Column("powered off s", right=True),
+    Column("server CPU s", right=True),
+    Column("installed/runs", right=True),
+    Column("IPv6 RA"),
+)
+RATIO_COLUMNS = (
+    Column("ratio bootstrapperd/dnsmasq"),
+    Column("value", right=True),
+    Column("target"),
+)
+
+
+def label(result: BootResult) -> str:
+    return f"#{result.round}"
 
 
 def render_table(
@@ -695,45 +449,45 @@ def render_table(
     """Markdown: the conditions, one row per server, the ratios with the target, the versions,
     ``footer``, and every failed boot."""
     accels = sorted({r.accel for r in results if r.accel}) or ["?"]
+    rows = [
+        [
+            LABELS.get(s.server, s.server),
+            _seconds(s.fetched_s),
+            _seconds(s.off_s),
+            fmt(s.server_cpu_s, ".2f"),
+            f"{s.ok}/{s.runs}",
+            s.router_advertisements,
+        ]
+        for s in summaries
+    ]
+    ratio_rows = [
+        [FIGURES[r.row], fmt(r.ratio, ".2f"), f"{r.bound} ({r.verdict})"] for r in ratios(summaries)
+    ]
     lines = [
         f"Boot (VM): {target.hostname} {target.mac} (BIOS, iPXE ROM), accel "
         f"{'/'.join(accels)}; seconds from QEMU start, median (min–max) of {rounds} "
         f"round{'s' if rounds != 1 else ''}",
         "",
-        "| server | config fetched s | powered off s | server CPU s | installed/runs | IPv6 RA |",
-        "|---|---:|---:|---:|---:|---|",
+        *markdown_table(COLUMNS, rows),
+        "",
+        *markdown_table(RATIO_COLUMNS, ratio_rows),
+        "",
+        "versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
+        *footer,
     ]
-    for s in summaries:
-        lines.append(
-            f"| {LABELS.get(s.server, s.server)} | {_seconds(s.fetched_s)} | "
-            f"{_seconds(s.off_s)} | {fmt(s.server_cpu_s, '.2f')} | {s.ok}/{s.runs} | "
-            f"{s.router_advertisements} |"
-        )
-    lines += ["", "| ratio bootstrapperd/dnsmasq | value | target |", "|---|---:|---|"]
-    for r in ratios(summaries):
-        lines.append(f"| {r.label} | {fmt(r.ratio, '.2f')} | {_verdict(r)} |")
-    lines += ["", "versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items())]
-    lines += footer
     for result in results:
         if not result.ok:
-            lines.append(f"FAILED {result.server} #{result.round}: {result.error}")
+            lines.append(f"FAILED {result.server} {label(result)}: {result.error}")
         for note in result.notes:
-            lines.append(f"note {result.server} #{result.round}: {note}")
+            lines.append(f"note {result.server} {label(result)}: {note}")
     return "\n".join(lines)
 
 
-# --- command line -------------------------------------------------------------------------------
+# --- the benchmark -------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.boot",
-        description="One VM's network boot and install time: bootstrapperd vs dnsmasq + "
-        "http.server, in the VM lab.",
-    )
-    parser.add_argument(
-        "--rounds", type=positive_int, default=3, help="boots per server; median (3)"
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """--no-ra, --mac, --timeout."""
     parser.add_argument(
         "--no-ra",
         dest="ra",
@@ -744,60 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--mac", default=DEFAULT_MAC, help=f"the machine: a node of the example ({DEFAULT_MAC})"
     )
     parser.add_argument(
-        "--servers",
-        type=lambda text: names_arg(text, SERVER_NAMES),
-        default=list(SERVER_NAMES),
-        help="comma-separated: bootstrapperd,dnsmasq",
-    )
-    parser.add_argument(
         "--timeout", type=positive_int, default=300, help="seconds allowed per boot (300)"
     )
-    parser.add_argument("--json", type=Path, help="also write every boot and the medians here")
-    parser.add_argument(
-        "--keep-scratch",
-        action="store_true",
-        help="keep the scratch directory (bsroot, logs, serial consoles, configuration)",
+
+
+def progress(result: BootResult) -> str:
+    return (
+        f"config fetched {fmt(result.fetched_s, '.2f')} s, powered off "
+        f"{fmt(result.off_s, '.2f')} s, server CPU {fmt(result.server_cpu_s, '.2f')} s "
+        f"({result.accel})"
     )
-    return parser
-
-
-def _progress(result: BootResult) -> str:
-    head = f"[#{result.round}] {result.server}: "
-    if result.ok:
-        return (
-            f"{head}config fetched {fmt(result.fetched_s, '.2f')} s, powered off "
-            f"{fmt(result.off_s, '.2f')} s, server CPU {fmt(result.server_cpu_s, '.2f')} s "
-            f"({result.accel})"
-        )
-    return f"{head}FAILED: {result.error}"
-
-
-def run_all(
-    args: argparse.Namespace,
-    scratch: Path,
-    description: Path,
-    target: Target,
-    results: list[BootResult],
-) -> None:
-    """Pack once, render the http.server directory once, then every round × server (alternating
-    order), each boot in its own fresh lab; results are appended as they come."""
-    packed = pack_bsroot(description, scratch / "pack")
-    http_root = None
-    if "dnsmasq" in args.servers:
-        http_root = build_http_root(packed.bsroot, scratch / "http-root", target.mac)
-    for round_ in range(1, args.rounds + 1):
-        for server in server_order(args.servers, round_):
-            run_dir = scratch / f"round{round_}-{server}"
-            run_dir.mkdir()
-            if server == "bootstrapperd":
-                result = run_bootstrapperd(round_, run_dir, packed, target, args.timeout)
-            else:
-                assert http_root is not None
-                result = run_dnsmasq(
-                    round_, run_dir, packed, target, http_root, args.timeout, args.ra
-                )
-            print(_progress(result), file=sys.stderr, flush=True)
-            results.append(result)
 
 
 def tool_versions(accels: Sequence[str]) -> dict[str, str]:
@@ -813,62 +523,67 @@ def tool_versions(accels: Sequence[str]) -> dict[str, str]:
     return versions
 
 
-def missing_tools() -> list[str]:
-    missing = vm_missing_tools()
-    missing += [tool for tool in ("dnsmasq", "ss", "curl") if shutil.which(tool) is None]
-    return missing
+def _accels(results: Sequence[BootResult]) -> list[str]:
+    return sorted({r.accel for r in results if r.accel})
+
+
+def render(run: Run[BootRun, BootResult], summaries: Sequence[Summary]) -> str:
+    """The table for the rounds done, with the load average before and after."""
+    before, after = run.loadavg_before[0], (run.loadavg_after or os.getloadavg())[0]
+    footer = [f"load average (1 min) before/after: {before:.2f}/{after:.2f}"]
+    done = max(r.round for r in run.results)
+    return render_table(summaries, run.results, run.lab.target, done, run.versions, footer)
+
+
+def json_head(run: Run[BootRun, BootResult]) -> dict[str, object]:
+    """The machine facts, the machine booted, the options, the versions, the load average."""
+    return {
+        "machine": machine_facts(),
+        "target": asdict(run.lab.target),
+        "rounds": run.args.rounds,
+        "router_advertisements": run.args.ra,
+        "versions": run.versions,
+        "loadavg_before": run.loadavg_before,
+        "loadavg_after": run.loadavg_after,
+    }
+
+
+BENCHMARK: Benchmark[BootRun, None, BootResult, Summary] = Benchmark(
+    name="boot",
+    about="One VM's network boot and install time: bootstrapperd vs dnsmasq + http.server, "
+    "in the VM lab.",
+    servers=SERVER_NAMES,
+    rounds=RoundsOption(("--rounds",), 3, "boots per server; median (3)"),
+    open_lab=open_lab,
+    groups=harness.one_group,
+    serve=serve_boot,
+    label=label,
+    progress=progress,
+    summarise=summarise,
+    render=render,
+    json_head=json_head,
+    json_ratios=lambda summaries: [
+        {"figure": r.row, "label": FIGURES[r.row], **r.json("ours", "theirs", "ratio", "met")}
+        for r in ratios(summaries)
+    ],
+    add_options=add_options,
+    missing_tools=lambda: [*vm_missing_tools(), *not_on_path("dnsmasq", "ss", "curl")],
+    versions=lambda run: tool_versions(_accels(run.results)),
+    alternate=True,
+    keeps_partial=True,
+    unit="boot",
+    scratch_holds="bsroot, logs, serial consoles, configuration",
+    runs_key="boots",
+    config_name="cluster description",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return harness.build_parser(BENCHMARK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reason = unavailable_reason()
-    if reason is None and (missing := missing_tools()):
-        reason = f"not installed: {', '.join(missing)}"
-    if reason is not None:
-        print(f"bench.boot: cannot build the lab: {reason}", file=sys.stderr)
-        return 1
-    results: list[BootResult] = []
-    status = 0
-    loadavg_before = os.getloadavg()
-    try:
-        with scratch_dir("bench-boot-", keep=args.keep_scratch) as scratch:
-            description = scratch / "cluster-desc.yml"
-            description.write_text(description_text(EXAMPLE.read_text()))
-            target = target_of(load_cluster_file(description), args.mac)
-            run_all(args, scratch, description, target, results)
-    except ConfigError as exc:
-        print(f"bench.boot: the cluster description is refused:\n{exc.report()}")
-        return 1
-    except LabError as exc:
-        print(f"bench.boot: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("bench.boot: interrupted; the labs are torn down", file=sys.stderr)
-        status = 130
-    if not results:
-        return status or 1
-    summaries = summarise(results)
-    versions = tool_versions(sorted({r.accel for r in results if r.accel}))
-    done = max(r.round for r in results)
-    loadavg_after = os.getloadavg()
-    footer = [f"load average (1 min) before/after: {loadavg_before[0]:.2f}/{loadavg_after[0]:.2f}"]
-    print(render_table(summaries, results, target, done, versions, footer))
-    if args.json is not None:
-        report = {
-            "benchmark": "boot",
-            "machine": machine_facts(),
-            "target": asdict(target),
-            "rounds": args.rounds,
-            "router_advertisements": args.ra,
-            "versions": versions,
-            "loadavg_before": loadavg_before,
-            "loadavg_after": loadavg_after,
-            "summary": [asdict(s) for s in summaries],
-            "ratios": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in ratios(summaries)],
-            "boots": [asdict(r) for r in results],
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return status or (0 if all(r.ok for r in results) else 1)
+    return harness.main(BENCHMARK, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: scratch directories, server readiness, peak RSS, facts."""
+"""Helpers shared by the benchmarks: scratch directories, server readiness, CPU and memory of
+processes, payload files, facts."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import platform
 import shutil
@@ -25,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 VENV_BIN = Path(sys.executable).parent
 """The venv's bin directory (the benchmark is run with ``.venv/bin/python``)."""
+
+MIB = 1024 * 1024
 
 
 @contextlib.contextmanager
@@ -74,6 +78,58 @@ def cpu_seconds(pid: int) -> float | None:
     except psutil.Error:
         return None
     return float(times.user + times.system)
+
+
+def cpu_between(before: float | None, after: float | None) -> float | None:
+    """``after - before`` of two CPU readings, None when either is unknown."""
+    return after - before if before is not None and after is not None else None
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (nginx: the master and its workers)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of the process and its live descendants, all threads, in seconds."""
+    total, seen = 0.0, False
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+        seen = True
+    return total if seen else None
+
+
+def tree_peak_rss_kib(pid: int) -> int | None:
+    """VmHWM summed over the process and its descendants (shared pages counted in each)."""
+    peaks = [peak_rss_kib(process.pid) for process in process_tree(pid)]
+    known = [peak for peak in peaks if peak is not None]
+    return sum(known) if known else None
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs so far (the ``cpu`` line of /proc/stat)."""
+    try:
+        with open("/proc/stat") as stream:
+            fields = [int(value) for value in stream.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of all CPUs' time that was not idle between two ``cpu_jiffies`` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def udp_counters(ns: Namespace) -> dict[str, int]:
@@ -152,6 +208,55 @@ def first_lines(path: Path, markers: tuple[str, ...], limit: int = 5) -> list[st
     return found
 
 
+# --- the file a server sends ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A file of random bytes a server sends: where it is, its size and SHA-256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def make_payload(path: Path, size: int, chunk: int = MIB) -> Payload:
+    """Write ``size`` random bytes to ``path`` and return its digest."""
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        left = size
+        while left > 0:
+            data = os.urandom(min(chunk, left))
+            digest.update(data)
+            out.write(data)
+            left -= len(data)
+    return Payload(path, size, digest.hexdigest())
+
+
+def file_digest(path: Path, chunk: int = MIB) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while data := stream.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def check_download(path: Path, payload: Payload) -> str | None:
+    """Why ``path`` is not the payload (missing, wrong size, different bytes), or None."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"no downloaded file: {exc.strerror or exc}"
+    if size != payload.size:
+        return f"size {size} bytes, expected {payload.size}"
+    digest = file_digest(path)
+    if digest != payload.sha256:
+        return f"sha256 {digest[:16]}…, expected {payload.sha256[:16]}…"
+    return None
+
+
 # --- servers under test -----------------------------------------------------------------------
 
 WARNING_MARKERS = ("WARN", "ERROR", "Traceback", "CRITICAL", "failed", "error")
@@ -178,6 +283,15 @@ class Launch:
         """The first lines of the server's stderr and logs that look like trouble."""
         found = [line for log in (self.stderr, *self.logs) for line in first_lines(log, markers)]
         return found[:limit]
+
+
+def dnsmasq_launch(run_dir: Path, conf: str) -> Launch:
+    """dnsmasq in the foreground with ``conf`` (written to ``run_dir``/dnsmasq.conf), whose log
+    is ``run_dir``/dnsmasq.log (its ``log-facility``)."""
+    path = run_dir / "dnsmasq.conf"
+    path.write_text(conf)
+    argv = ["dnsmasq", f"--conf-file={path}", "--keep-in-foreground"]
+    return Launch(run_dir, argv, logs=(run_dir / "dnsmasq.log",))
 
 
 @contextlib.contextmanager

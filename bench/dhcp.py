@@ -10,39 +10,42 @@ nothing leaves the namespaces. See bench/README.md for the definitions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import statistics
+import subprocess
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bootstrapperd.lab.netlab import LabError, Namespace, NetLab, unavailable_reason
-from bootstrapperd.model import ConfigError
+from bootstrapperd.lab.netlab import LabError, NetLab
 from bootstrapperd.pack import init_bsroot
 
+from . import harness
 from .common import (
     VENV_BIN,
     Launch,
     PairLab,
     counter_delta,
+    cpu_between,
     cpu_seconds,
+    dnsmasq_launch,
+    fmt,
     machine_facts,
     median,
     names_arg,
     pair_lab,
     peak_rss_kib,
     positive_int,
-    program_pid,
-    running,
-    scratch_dir,
     serve_args,
     udp_counters,
     wait_udp_listening,
 )
+from .harness import OURS, Benchmark, Column, RoundsOption, Run, figures, grouped, text_table
+from .perfdhcp import perfdhcp_argv, run_perfdhcp
 
 SERVER_ADDR = "10.88.0.1"
 CLIENT_ADDR = "10.88.0.2"
@@ -62,6 +65,10 @@ class Load:
     rate: int
     clients: int
 
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.clients} @ {self.rate}/s)"
+
 
 LOADS = {
     "big": Load("big", rate=8000, clients=60000),
@@ -71,91 +78,8 @@ LOADS = {
     "half": Load("half", rate=4000, clients=60000),
 }
 DEFAULT_LOADS = ("big", "small")
-
-
-# --- perfdhcp ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """perfdhcp's counters for one exchange (DISCOVER-OFFER or REQUEST-ACK)."""
-
-    sent: int
-    received: int
-    drops: int
-
-
-@dataclass(frozen=True)
-class PerfdhcpStats:
-    """What perfdhcp printed: its rate line and both exchanges' counters."""
-
-    rate: float
-    """perfdhcp's "Rate": ACKs received ÷ its own test period, in 4-way exchanges/s."""
-    discover_offer: Exchange
-    request_ack: Exchange
-
-    @property
-    def run_time(self) -> float:
-        """perfdhcp's measured test period in seconds (ACKs ÷ Rate; 0 when nothing completed)."""
-        if self.rate <= 0:
-            return 0.0
-        return self.request_ack.received / self.rate
-
-    @property
-    def dora_per_s(self) -> float:
-        """Completed DORA exchanges per second: ACKs received ÷ the measured run time."""
-        run_time = self.run_time
-        return self.request_ack.received / run_time if run_time > 0 else 0.0
-
-    @property
-    def drop_pct(self) -> float:
-        """Share of started 4-way exchanges that did not complete: 1 − ACKs ÷ DISCOVERs sent."""
-        sent = self.discover_offer.sent
-        return 100.0 * (1 - self.request_ack.received / sent) if sent else 0.0
-
-
-_RATE = re.compile(r"^Rate:\s*([0-9.eE+-]+)\s", re.MULTILINE)
-_SECTION = re.compile(r"\*\*\*Statistics for: ([A-Z-]+)\*\*\*")
-_COUNTER = re.compile(r"^(sent packets|received packets|drops):\s*(\d+)", re.MULTILINE)
-
-
-def parse_perfdhcp(output: str) -> PerfdhcpStats:
-    """Parse perfdhcp's final report (``***Rate statistics***`` and the two exchange blocks)."""
-    rate = _RATE.search(output)
-    if rate is None:
-        raise ValueError("no 'Rate:' line in perfdhcp's output")
-    parts = _SECTION.split(output)
-    exchanges: dict[str, Exchange] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        counters = dict(_COUNTER.findall(body))
-        exchanges[name] = Exchange(
-            sent=int(counters.get("sent packets", 0)),
-            received=int(counters.get("received packets", 0)),
-            drops=int(counters.get("drops", 0)),
-        )
-    missing = {"DISCOVER-OFFER", "REQUEST-ACK"} - exchanges.keys()
-    if missing:
-        raise ValueError(f"perfdhcp's output has no statistics for {', '.join(sorted(missing))}")
-    return PerfdhcpStats(
-        float(rate.group(1)), exchanges["DISCOVER-OFFER"], exchanges["REQUEST-ACK"]
-    )
-
-
-def perfdhcp_argv(load: Load, duration: int) -> list[str]:
-    """perfdhcp in relay mode: local (giaddr) 10.88.0.2, server 10.88.0.1."""
-    return [
-        "perfdhcp",
-        "-4",
-        "-r",
-        str(load.rate),
-        "-R",
-        str(load.clients),
-        "-p",
-        str(duration),
-        "-l",
-        CLIENT_ADDR,
-        SERVER_ADDR,
-    ]
+WARNING_MARKERS = ("WARN", "ERROR", "Traceback", "CRITICAL")
+"""What marks a troubling line in a DHCP server's logs (not the common "failed" and "error")."""
 
 
 # --- servers under test -----------------------------------------------------------------------
@@ -236,10 +160,8 @@ pid-file={run_dir}/dnsmasq.pid
 
 def launch_dnsmasq(run_dir: Path) -> Launch:
     """dnsmasq with ``DNSMASQ_CONF``, in the foreground, leases and log in ``run_dir``."""
-    conf = run_dir / "dnsmasq.conf"
-    conf.write_text(DNSMASQ_CONF.format(interface=SERVER_IF, run_dir=run_dir, server=SERVER_ADDR))
-    argv = ["dnsmasq", f"--conf-file={conf}", "--keep-in-foreground"]
-    return Launch(run_dir, argv, logs=(run_dir / "dnsmasq.log",))
+    conf = DNSMASQ_CONF.format(interface=SERVER_IF, run_dir=run_dir, server=SERVER_ADDR)
+    return dnsmasq_launch(run_dir, conf)
 
 
 def kea_config(run_dir: Path) -> dict[str, object]:
@@ -297,6 +219,15 @@ def launch_kea(run_dir: Path) -> Launch:
     )
 
 
+def prepare(server: str, run_dir: Path, profile: Path | None) -> Launch:
+    """Fresh state for ``server`` in the empty ``run_dir``, and how to start it."""
+    if server == "bootstrapperd":
+        return launch_bootstrapperd(run_dir, profile)
+    if server == "dnsmasq":
+        return launch_dnsmasq(run_dir)
+    return launch_kea(run_dir)
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
@@ -322,6 +253,15 @@ class RunResult:
     log_warnings: list[str] = field(default_factory=list)
 
     @property
+    def ok(self) -> bool:
+        """Always: a run that could not be measured stops the benchmark (``LabError``)."""
+        return True
+
+    @property
+    def error(self) -> str | None:
+        return None
+
+    @property
     def server_cpu_pct(self) -> float | None:
         """The server's CPU use while perfdhcp ran, in % of one core."""
         if self.server_cpu_s is None or self.wall_time_s <= 0:
@@ -329,95 +269,88 @@ class RunResult:
         return 100.0 * self.server_cpu_s / self.wall_time_s
 
 
-Lab = PairLab
+@dataclass(frozen=True)
+class DhcpLab:
+    """What every run shares: the two namespaces, the scratch directory and the options."""
+
+    pair: PairLab
+    scratch: Path
+    duration: int
+    profile_dir: Path | None
+    """bootstrapperd runs under cProfile, one .prof per run in here (None: not profiled)."""
 
 
-def build_lab(lab: NetLab) -> Lab:
+@contextlib.contextmanager
+def open_lab(args: argparse.Namespace, scratch: Path) -> Iterator[DhcpLab]:
     """Server and client namespaces joined by one veth pair, both /16 in 10.88.0.0."""
-    return pair_lab(lab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN)
+    profile_dir = None if args.profile_dir is None else args.profile_dir.resolve()
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    with NetLab() as netlab:
+        pair = pair_lab(netlab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN)
+        yield DhcpLab(pair, scratch, args.duration, profile_dir)
 
 
-def run_perfdhcp(ns: Namespace, load: Load, duration: int) -> tuple[PerfdhcpStats, float, str]:
-    """Run perfdhcp to its end; return its statistics, wall-clock seconds and raw output."""
-    started = time.monotonic()
-    result = ns.run(perfdhcp_argv(load, duration), timeout=duration + 120)
-    wall = time.monotonic() - started
-    # perfdhcp exits 3 when some packets were dropped: that is a measurement, not a failure.
-    if result.returncode not in (0, 3):
-        raise LabError(f"perfdhcp failed ({result.returncode}): {result.stderr.strip()}")
-    try:
-        return parse_perfdhcp(result.stdout), wall, result.stdout
-    except ValueError as exc:
-        raise LabError(f"{exc}:\n{result.stdout}\n{result.stderr}") from exc
-
-
-@dataclass
-class Measurement:
-    """One load against a running server, seen from both sides."""
-
-    stats: PerfdhcpStats
-    wall_time_s: float
-    raw: str
-    peak_rss_kib: int | None
-    server_cpu_s: float | None
-    server_udp: dict[str, int]
-    client_udp: dict[str, int]
-
-
-def measure(lab: Lab, pid: int, load: Load, duration: int) -> Measurement:
-    """Run perfdhcp against the server ``pid``; its CPU and the UDP counters over the run."""
-    cpu_before = cpu_seconds(pid)
-    server_before, client_before = udp_counters(lab.server), udp_counters(lab.client)
-    stats, wall, raw = run_perfdhcp(lab.client, load, duration)
-    cpu_after = cpu_seconds(pid)
-    cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-    return Measurement(
-        stats=stats,
-        wall_time_s=wall,
-        raw=raw,
-        peak_rss_kib=peak_rss_kib(pid),
-        server_cpu_s=cpu,
-        server_udp=counter_delta(server_before, udp_counters(lab.server)),
-        client_udp=counter_delta(client_before, udp_counters(lab.client)),
-    )
-
-
-def run_one(
-    lab: Lab, server: str, launch: Launch, load: Load, duration: int, repeat: int
+def measure(
+    lab: DhcpLab, server: str, pid: int, load: Load, repeat: int, run_dir: Path
 ) -> RunResult:
-    """Start ``server``, wait for port 67, load it with perfdhcp, measure it, stop it."""
-    with running(lab.lab, lab.server, launch) as proc:
-        wait_udp_listening(lab.server, 67, proc)
-        m = measure(lab, program_pid(proc), load, duration)
-        if proc.poll() is not None:
-            raise LabError(f"{server} exited ({proc.returncode}) during the load")
-    (launch.run_dir / "perfdhcp.out").write_text(m.raw)
-    warnings = launch.warnings(("WARN", "ERROR", "Traceback", "CRITICAL"))
+    """Run perfdhcp against the server ``pid``: its figures, the server's CPU and RSS, and both
+    namespaces' UDP counters over the run; perfdhcp's output goes to ``run_dir``."""
+    pair = lab.pair
+    cpu_before = cpu_seconds(pid)
+    server_before, client_before = udp_counters(pair.server), udp_counters(pair.client)
+    argv = perfdhcp_argv(load.rate, load.clients, lab.duration, CLIENT_ADDR, SERVER_ADDR)
+    stats, wall, raw = run_perfdhcp(pair.client, argv, lab.duration)
+    cpu = cpu_between(cpu_before, cpu_seconds(pid))
+    server_udp = counter_delta(server_before, udp_counters(pair.server))
+    client_udp = counter_delta(client_before, udp_counters(pair.client))
+    (run_dir / "perfdhcp.out").write_text(raw)
     return RunResult(
         server=server,
         load=load.name,
         repeat=repeat,
-        dora_per_s=m.stats.dora_per_s,
-        drop_pct=m.stats.drop_pct,
-        offered_per_s=m.stats.discover_offer.sent / (m.stats.run_time or duration),
-        run_time_s=m.stats.run_time,
-        wall_time_s=m.wall_time_s,
-        peak_rss_kib=m.peak_rss_kib,
-        server_cpu_s=m.server_cpu_s,
-        server_udp=m.server_udp,
-        client_udp=m.client_udp,
-        perfdhcp=asdict(m.stats),
-        log_warnings=warnings,
+        dora_per_s=stats.dora_per_s,
+        drop_pct=stats.drop_pct,
+        offered_per_s=stats.discover_offer.sent / (stats.run_time or lab.duration),
+        run_time_s=stats.run_time,
+        wall_time_s=wall,
+        peak_rss_kib=peak_rss_kib(pid),
+        server_cpu_s=cpu,
+        server_udp=server_udp,
+        client_udp=client_udp,
+        perfdhcp=asdict(stats),
     )
 
 
-def prepare(server: str, run_dir: Path, profile: Path | None) -> Launch:
-    """Fresh state for ``server`` in the empty ``run_dir``, and how to start it."""
-    if server == "bootstrapperd":
-        return launch_bootstrapperd(run_dir, profile)
-    if server == "dnsmasq":
-        return launch_dnsmasq(run_dir)
-    return launch_kea(run_dir)
+def serve_load(lab: DhcpLab, server: str, load: Load, repeat: int) -> list[RunResult]:
+    """Start ``server`` with fresh lease state, wait for port 67, load it with perfdhcp once,
+    stop it. A server that does not listen or exits during the load stops the benchmark."""
+    run_dir = lab.scratch / f"{server}-{load.name}-{repeat}"
+    run_dir.mkdir()
+    profile = None
+    if lab.profile_dir is not None:
+        profile = lab.profile_dir / f"bootstrapperd-{load.name}-{repeat}.prof"
+    launch = prepare(server, run_dir, profile)
+
+    def ready(proc: subprocess.Popen[bytes]) -> None:
+        wait_udp_listening(lab.pair.server, 67, proc)
+
+    def finish(proc: subprocess.Popen[bytes], results: list[RunResult]) -> None:
+        if proc.poll() is not None:
+            raise LabError(f"{server} exited ({proc.returncode}) during the load")
+
+    return harness.run_server(
+        lab.pair.lab,
+        lab.pair.server,
+        launch,
+        server,
+        [load],
+        ready,
+        lambda pid, row: measure(lab, server, pid, row, repeat, run_dir),
+        harness.abort,
+        finish,
+        WARNING_MARKERS,
+    )
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -441,63 +374,71 @@ class Summary:
 
 def summarise(results: Sequence[RunResult]) -> list[Summary]:
     """Medians per (load, server), in the order the pairs first appear."""
-    groups: dict[tuple[str, str], list[RunResult]] = {}
-    for result in results:
-        groups.setdefault((result.load, result.server), []).append(result)
-    summaries = []
-    for (load, server), runs in groups.items():
-        summaries.append(
-            Summary(
-                server=server,
-                load=load,
-                dora_per_s=statistics.median(r.dora_per_s for r in runs),
-                drop_pct=statistics.median(r.drop_pct for r in runs),
-                offered_per_s=statistics.median(r.offered_per_s for r in runs),
-                server_cpu_pct=median([r.server_cpu_pct for r in runs]),
-                rcvbuf_drops=median([r.server_udp.get("RcvbufErrors") for r in runs]),
-                peak_rss_kib=median([r.peak_rss_kib for r in runs]),
-                runs=len(runs),
-            )
+    return [
+        Summary(
+            server=server,
+            load=load,
+            dora_per_s=statistics.median(r.dora_per_s for r in runs),
+            drop_pct=statistics.median(r.drop_pct for r in runs),
+            offered_per_s=statistics.median(r.offered_per_s for r in runs),
+            server_cpu_pct=median([r.server_cpu_pct for r in runs]),
+            rcvbuf_drops=median([r.server_udp.get("RcvbufErrors") for r in runs]),
+            peak_rss_kib=median([r.peak_rss_kib for r in runs]),
+            runs=len(runs),
         )
-    return summaries
+        for (load, server), runs in grouped(results, lambda r: (r.load, r.server)).items()
+    ]
 
 
 def ratios(summaries: Sequence[Summary]) -> dict[str, dict[str, float]]:
     """Per load: bootstrapperd's DORA/s divided by each reference server's."""
-    by_load: dict[str, dict[str, float]] = {}
-    for s in summaries:
-        by_load.setdefault(s.load, {})[s.server] = s.dora_per_s
     out: dict[str, dict[str, float]] = {}
-    for load, rates in by_load.items():
-        ours = rates.get("bootstrapperd")
+    for load, rates in figures(summaries, lambda s: s.load, lambda s: s.dora_per_s).items():
+        ours = rates.get(OURS)
         if ours is None:
             continue
         out[load] = {
-            f"bootstrapperd/{other}": ours / rate
+            f"{OURS}/{other}": ours / rate
             for other, rate in rates.items()
-            if other != "bootstrapperd" and rate > 0
+            if other != OURS and rate is not None and rate > 0
         }
     return out
 
 
+COLUMNS = (
+    Column("load", 21),
+    Column("server", 13),
+    Column("DORA/s", 7, right=True),
+    Column("drop %", 6, right=True),
+    Column("offered/s", 9, right=True),
+    Column("CPU %", 5, right=True),
+    Column("rcvbuf drops", 12, right=True),
+    Column("peak RSS", 10, right=True),
+    Column("runs", 4, right=True),
+)
+
+
 def render_table(summaries: Sequence[Summary], duration: int) -> str:
     """A plain-text table of the medians, then the DORA/s ratios per load."""
+    rows = [
+        [
+            LOADS[s.load].label,
+            s.server,
+            f"{s.dora_per_s:.0f}",
+            f"{s.drop_pct:.1f}",
+            f"{s.offered_per_s:.0f}",
+            fmt(s.server_cpu_pct, ".0f"),
+            fmt(s.rcvbuf_drops, ".0f"),
+            "?" if s.peak_rss_kib is None else f"{s.peak_rss_kib / 1024:.1f} MiB",
+            str(s.runs),
+        ]
+        for s in summaries
+    ]
     lines = [
         f"DHCP, perfdhcp relay mode, {duration} s per run; drop % = 1 − ACKs received ÷ "
         "DISCOVERs sent",
-        f"{'load':<21} {'server':<13} {'DORA/s':>7} {'drop %':>6} {'offered/s':>9} "
-        f"{'CPU %':>5} {'rcvbuf drops':>12} {'peak RSS':>10} {'runs':>4}",
+        *text_table(COLUMNS, rows),
     ]
-    for s in summaries:
-        load = LOADS[s.load]
-        label = f"{s.load} ({load.clients} @ {load.rate}/s)"
-        rss = "?" if s.peak_rss_kib is None else f"{s.peak_rss_kib / 1024:.1f} MiB"
-        cpu = "?" if s.server_cpu_pct is None else f"{s.server_cpu_pct:.0f}"
-        drops = "?" if s.rcvbuf_drops is None else f"{s.rcvbuf_drops:.0f}"
-        lines.append(
-            f"{label:<21} {s.server:<13} {s.dora_per_s:>7.0f} {s.drop_pct:>6.1f} "
-            f"{s.offered_per_s:>9.0f} {cpu:>5} {drops:>12} {rss:>10} {s.runs:>4}"
-        )
     for load_name, pairs in ratios(summaries).items():
         if pairs:
             text = ", ".join(f"{name} = {value:.2f}" for name, value in pairs.items())
@@ -505,23 +446,13 @@ def render_table(summaries: Sequence[Summary], duration: int) -> str:
     return "\n".join(lines)
 
 
-# --- command line -----------------------------------------------------------------------------
+# --- the benchmark ----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.dhcp",
-        description="DORA/s of bootstrapperd, dnsmasq and Kea under perfdhcp in a private lab.",
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """--duration, --loads, --profile-dir."""
     parser.add_argument(
         "--duration", type=positive_int, default=30, help="perfdhcp -p seconds (30)"
-    )
-    parser.add_argument("--repeat", type=positive_int, default=1, help="runs per pair; median (1)")
-    parser.add_argument(
-        "--servers",
-        type=lambda text: names_arg(text, SERVER_NAMES),
-        default=list(SERVER_NAMES),
-        help="comma-separated: bootstrapperd,dnsmasq,kea",
     )
     parser.add_argument(
         "--loads",
@@ -529,52 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(DEFAULT_LOADS),
         help="comma-separated: big,small",
     )
-    parser.add_argument("--json", type=Path, help="also write every run and the medians here")
     parser.add_argument(
         "--profile-dir",
         type=Path,
         help="run bootstrapperd under cProfile, one .prof per run in this directory",
     )
-    parser.add_argument(
-        "--keep-scratch", action="store_true", help="keep the scratch directory (logs, leases)"
+
+
+def progress(result: RunResult) -> str:
+    return (
+        f"{result.dora_per_s:.0f} DORA/s, {result.drop_pct:.1f} % dropped, "
+        f"peak RSS {result.peak_rss_kib} KiB"
     )
-    return parser
-
-
-def run_all(args: argparse.Namespace, scratch: Path) -> list[RunResult]:
-    """Every repeat × load × server, one after the other in one lab."""
-    results: list[RunResult] = []
-    with NetLab() as netlab:
-        lab = build_lab(netlab)
-        for repeat in range(1, args.repeat + 1):
-            for load_name in args.loads:
-                load = LOADS[load_name]
-                for server in args.servers:
-                    run_dir = scratch / f"{server}-{load.name}-{repeat}"
-                    run_dir.mkdir()
-                    profile = _profile_path(args.profile_dir, load, repeat)
-                    launch = prepare(server, run_dir, profile)
-                    result = run_one(lab, server, launch, load, args.duration, repeat)
-                    print(_progress(result), file=sys.stderr, flush=True)
-                    results.append(result)
-    return results
-
-
-def _profile_path(profile_dir: Path | None, load: Load, repeat: int) -> Path | None:
-    """Where bootstrapperd's cProfile output for this run goes (None: not profiled)."""
-    if profile_dir is None:
-        return None
-    return profile_dir / f"bootstrapperd-{load.name}-{repeat}.prof"
-
-
-def _progress(result: RunResult) -> str:
-    line = (
-        f"[{result.load} #{result.repeat}] {result.server}: {result.dora_per_s:.0f} DORA/s, "
-        f"{result.drop_pct:.1f} % dropped, peak RSS {result.peak_rss_kib} KiB"
-    )
-    for warning in result.log_warnings:
-        line += f"\n    log: {warning}"
-    return line
 
 
 DEFINITIONS = {
@@ -588,45 +485,46 @@ DEFINITIONS = {
 """What each reported figure is (also written into the JSON report)."""
 
 
-def json_report(
-    args: argparse.Namespace, summaries: Sequence[Summary], results: Sequence[RunResult]
-) -> dict[str, object]:
-    """Everything measured: machine facts, definitions, medians, ratios and every run."""
+def json_head(run: Run[DhcpLab, RunResult]) -> dict[str, object]:
+    """The options, the machine and the definitions."""
     return {
-        "benchmark": "dhcp",
-        "duration_s": args.duration,
-        "repeat": args.repeat,
+        "duration_s": run.args.duration,
+        "repeat": run.args.repeat,
         "machine": machine_facts(),
         "definitions": DEFINITIONS,
-        "summary": [asdict(s) for s in summaries],
-        "ratios": ratios(summaries),
-        "runs": [{**asdict(r), "server_cpu_pct": r.server_cpu_pct} for r in results],
     }
 
 
+def json_run(result: RunResult) -> dict[str, Any]:
+    return {**asdict(result), "server_cpu_pct": result.server_cpu_pct}
+
+
+BENCHMARK: Benchmark[DhcpLab, Load, RunResult, Summary] = Benchmark(
+    name="dhcp",
+    about="DORA/s of bootstrapperd, dnsmasq and Kea under perfdhcp in a private lab.",
+    servers=SERVER_NAMES,
+    rounds=RoundsOption(("--repeat",), 1, "runs per pair; median (1)"),
+    open_lab=open_lab,
+    groups=lambda args: [LOADS[name] for name in args.loads],
+    serve=serve_load,
+    label=lambda result: f"{result.load} #{result.repeat}",
+    progress=progress,
+    summarise=summarise,
+    render=lambda run, summaries: render_table(summaries, run.args.duration),
+    json_head=json_head,
+    json_ratios=ratios,
+    json_run=json_run,
+    add_options=add_options,
+    scratch_holds="logs, leases",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return harness.build_parser(BENCHMARK)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reason = unavailable_reason()
-    if reason is not None:
-        print(f"bench.dhcp: cannot build the lab: {reason}", file=sys.stderr)
-        return 1
-    if args.profile_dir is not None:
-        args.profile_dir = args.profile_dir.resolve()
-        args.profile_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with scratch_dir("bench-dhcp-", keep=args.keep_scratch) as scratch:
-            results = run_all(args, scratch)
-    except ConfigError as exc:
-        print(f"bench.dhcp: the generated cluster description is refused:\n{exc.report()}")
-        return 1
-    except LabError as exc:
-        print(f"bench.dhcp: {exc}", file=sys.stderr)
-        return 1
-    summaries = summarise(results)
-    print(render_table(summaries, args.duration))
-    if args.json is not None:
-        args.json.write_text(json.dumps(json_report(args, summaries, results), indent=2) + "\n")
-    return 0
+    return harness.main(BENCHMARK, argv)
 
 
 if __name__ == "__main__":

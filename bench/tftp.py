@@ -31,43 +31,57 @@ See bench/README.md for the definitions and results.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import contextlib
 import os
 import resource
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootstrapperd.lab.netlab import LabError, NetLab, unavailable_reason
-from bootstrapperd.model import ConfigError
+from bootstrapperd.lab.netlab import LabError, NetLab
 from bootstrapperd.pack import init_bsroot
 
+from . import harness
 from .common import (
+    MIB,
     VENV_BIN,
     Launch,
     PairLab,
+    Payload,
+    check_download,
     counter_delta,
+    cpu_between,
     cpu_seconds,
+    dnsmasq_launch,
     first_version_lines,
     fmt,
     lab_description,
-    machine_facts,
+    make_payload,
     median,
     names_arg,
     pair_lab,
     positive_int,
-    program_pid,
-    running,
-    scratch_dir,
     serve_args,
     tail,
     udp_counters,
     wait_udp_listening,
+)
+from .harness import (
+    Benchmark,
+    Column,
+    RoundsOption,
+    Run,
+    affinity_note,
+    failed_lines,
+    figures,
+    grouped,
+    not_on_path,
+    ratio_line,
+    text_table,
 )
 
 SERVER_ADDR = "10.89.0.1"
@@ -80,7 +94,6 @@ TFTP_PORT = 69
 HTTP_PORT = 8080
 PAYLOAD_NAME = "bench-payload.bin"
 """The file's name in each server's TFTP root."""
-MIB = 1024 * 1024
 
 SERVER_NAMES = ("bootstrapperd", "dnsmasq")
 REFERENCE = "dnsmasq"
@@ -125,54 +138,6 @@ ROWS = {
     ),
 }
 DEFAULT_ROWS = tuple(ROWS)
-
-
-# --- the payload -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Payload:
-    """The file every server sends: where it is, its size and SHA-256."""
-
-    path: Path
-    size: int
-    sha256: str
-
-
-def make_payload(path: Path, size: int, chunk: int = MIB) -> Payload:
-    """Write ``size`` random bytes to ``path`` and return its digest."""
-    digest = hashlib.sha256()
-    with path.open("wb") as out:
-        left = size
-        while left > 0:
-            data = os.urandom(min(chunk, left))
-            digest.update(data)
-            out.write(data)
-            left -= len(data)
-    return Payload(path, size, digest.hexdigest())
-
-
-def file_digest(path: Path, chunk: int = MIB) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while data := stream.read(chunk):
-            digest.update(data)
-    return digest.hexdigest()
-
-
-def check_download(path: Path, payload: Payload) -> str | None:
-    """Why ``path`` is not the payload (missing, wrong size, different bytes), or None."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return f"no downloaded file: {exc.strerror or exc}"
-    if size != payload.size:
-        return f"size {size} bytes, expected {payload.size}"
-    digest = file_digest(path)
-    if digest != payload.sha256:
-        return f"sha256 {digest[:16]}…, expected {payload.sha256[:16]}…"
-    return None
 
 
 def place(payload: Payload, directory: Path) -> None:
@@ -221,10 +186,8 @@ def launch_dnsmasq(run_dir: Path, payload: Payload) -> Launch:
     """dnsmasq's TFTP server on ``srv0``, in the foreground, its root in ``run_dir``/tftpboot."""
     tftp_root = run_dir / "tftpboot"
     place(payload, tftp_root)
-    conf = run_dir / "dnsmasq.conf"
-    conf.write_text(DNSMASQ_CONF.format(interface=SERVER_IF, tftp_root=tftp_root, run_dir=run_dir))
-    argv = ["dnsmasq", f"--conf-file={conf}", "--keep-in-foreground"]
-    return Launch(run_dir, argv, logs=(run_dir / "dnsmasq.log",))
+    conf = DNSMASQ_CONF.format(interface=SERVER_IF, tftp_root=tftp_root, run_dir=run_dir)
+    return dnsmasq_launch(run_dir, conf)
 
 
 def prepare(server: str, run_dir: Path, payload: Payload) -> Launch:
@@ -261,12 +224,28 @@ class FetchResult:
     log_warnings: list[str] = field(default_factory=list)
 
 
-Lab = PairLab
+@dataclass(frozen=True)
+class TftpLab:
+    """What every fetch shares: the two namespaces, the payload, the rows and the options."""
+
+    pair: PairLab
+    scratch: Path
+    payload: Payload
+    fetched: Path
+    """Where downloads land (and those that failed their check stay)."""
+    timeout: float
 
 
-def build_lab(lab: NetLab) -> Lab:
-    """Server and client namespaces joined by one veth pair (MTU 1500), both in 10.89.0.0/24."""
-    return pair_lab(lab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN, MTU)
+@contextlib.contextmanager
+def open_lab(args: argparse.Namespace, scratch: Path) -> Iterator[TftpLab]:
+    """The payload, then server and client namespaces joined by one veth pair (MTU 1500), both
+    in 10.89.0.0/24."""
+    payload = make_payload(scratch / PAYLOAD_NAME, args.size_mib * MIB)
+    fetched = scratch / "fetched"
+    fetched.mkdir()
+    with NetLab() as netlab:
+        pair = pair_lab(netlab, (SERVER_IF, SERVER_ADDR), (CLIENT_IF, CLIENT_ADDR), PREFIX_LEN, MTU)
+        yield TftpLab(pair, scratch, payload, fetched, args.timeout)
 
 
 def _children_cpu() -> float:
@@ -275,20 +254,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fetch(
-    lab: Lab,
-    server: str,
-    pid: int,
-    row: Row,
-    payload: Payload,
-    out: Path,
-    repeat: int,
-    timeout: float,
-) -> FetchResult:
-    """Run ``row``'s client once against the server ``pid``; check what it wrote to ``out``."""
+def fetch(lab: TftpLab, server: str, pid: int, row: Row, repeat: int) -> FetchResult:
+    """Run ``row``'s client once against the server ``pid``; check what it wrote."""
+    out = lab.fetched / f"{server}-{row.name}-{repeat}.bin"
     out.unlink(missing_ok=True)
     argv = row.argv(SERVER_ADDR, PAYLOAD_NAME, out)
-    server_before, client_before = udp_counters(lab.server), udp_counters(lab.client)
+    pair = lab.pair
+    server_before, client_before = udp_counters(pair.server), udp_counters(pair.client)
     cpu_before = cpu_seconds(pid)
     # `ip netns exec` execs, so the waited-for child is the client itself.
     children_before = _children_cpu()
@@ -296,20 +268,20 @@ def fetch(
     error: str | None = None
     output = ""
     try:
-        result = lab.client.run(argv, timeout=timeout)
+        result = pair.client.run(argv, timeout=lab.timeout)
     except subprocess.TimeoutExpired:
-        error = f"timed out after {timeout:g} s"
+        error = f"timed out after {lab.timeout:g} s"
     else:
         output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
             error = f"{row.client} exited with status {result.returncode}: {tail(output)}"
     seconds = time.monotonic() - started
     client_cpu = _children_cpu() - children_before
-    cpu_after = cpu_seconds(pid)
-    server_udp = counter_delta(server_before, udp_counters(lab.server))
-    client_udp = counter_delta(client_before, udp_counters(lab.client))
+    server_cpu = cpu_between(cpu_before, cpu_seconds(pid))
+    server_udp = counter_delta(server_before, udp_counters(pair.server))
+    client_udp = counter_delta(client_before, udp_counters(pair.client))
     if error is None:
-        error = check_download(out, payload)
+        error = check_download(out, lab.payload)
     ok = error is None
     if ok:
         out.unlink(missing_ok=True)  # 64 MiB per fetch: keep only the ones that failed
@@ -320,10 +292,8 @@ def fetch(
         ok=ok,
         error=error,
         seconds=seconds,
-        mib_per_s=payload.size / MIB / seconds if ok and seconds > 0 else None,
-        server_cpu_s=(
-            cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-        ),
+        mib_per_s=lab.payload.size / MIB / seconds if ok and seconds > 0 else None,
+        server_cpu_s=server_cpu,
         client_cpu_s=client_cpu,
         server_udp=server_udp,
         client_udp=client_udp,
@@ -331,42 +301,31 @@ def fetch(
     )
 
 
-def _failed(server: str, rows: Sequence[Row], repeat: int, error: str) -> list[FetchResult]:
-    return [
-        FetchResult(server, row.name, repeat, False, error, None, None, None, None) for row in rows
-    ]
+def serve_rows(lab: TftpLab, server: str, rows: Sequence[Row], repeat: int) -> list[FetchResult]:
+    """Start ``server`` afresh, wait for UDP port 69, fetch once per row, stop it (by PID)."""
+    run_dir = lab.scratch / f"{server}-{repeat}"
+    run_dir.mkdir()
+    launch = prepare(server, run_dir, lab.payload)
 
-
-def serve_and_fetch(
-    lab: Lab,
-    server: str,
-    launch: Launch,
-    rows: Sequence[Row],
-    payload: Payload,
-    fetched: Path,
-    repeat: int,
-    timeout: float,
-) -> list[FetchResult]:
-    """Start ``server``, wait for UDP port 69, fetch once per row, stop it (by PID)."""
-    results: list[FetchResult] = []
-    with running(lab.lab, lab.server, launch) as proc:
+    def ready(proc: subprocess.Popen[bytes]) -> str | None:
         try:
-            wait_udp_listening(lab.server, TFTP_PORT, proc)
+            wait_udp_listening(lab.pair.server, TFTP_PORT, proc)
         except LabError as exc:
-            results = _failed(server, rows, repeat, f"not serving: {exc}")
-        else:
-            pid = program_pid(proc)
-            for row in rows:
-                if proc.poll() is not None:
-                    error = f"{server} exited with status {proc.returncode}"
-                    results += _failed(server, [row], repeat, error)
-                    continue
-                target = fetched / f"{server}-{row.name}-{repeat}.bin"
-                results.append(fetch(lab, server, pid, row, payload, target, repeat, timeout))
-    warnings = launch.warnings()
-    for result in results:
-        result.log_warnings = warnings
-    return results
+            return f"not serving: {exc}"
+        return None
+
+    def failed(targets: Sequence[Row], error: str) -> list[FetchResult]:
+        return [
+            FetchResult(server, row.name, repeat, False, error, None, None, None, None)
+            for row in targets
+        ]
+
+    def measure(pid: int, row: Row) -> FetchResult:
+        return fetch(lab, server, pid, row, repeat)
+
+    return harness.run_server(
+        lab.pair.lab, lab.pair.server, launch, server, rows, ready, measure, failed
+    )
 
 
 # --- summary -----------------------------------------------------------------------------------
@@ -388,16 +347,15 @@ class Summary:
     runs: int
 
 
+def _row_rank(row: str) -> int:
+    return list(ROWS).index(row) if row in ROWS else 99
+
+
 def summarise(results: Sequence[FetchResult]) -> list[Summary]:
     """Medians per (row, server) over the fetches that succeeded, rows in ``ROWS`` order."""
-    groups: dict[tuple[str, str], list[FetchResult]] = {}
-    for result in results:
-        groups.setdefault((result.row, result.server), []).append(result)
-    order = list(ROWS)
+    groups = grouped(results, lambda r: (r.row, r.server))
     summaries = []
-    for (row, server), runs in sorted(
-        groups.items(), key=lambda item: order.index(item[0][0]) if item[0][0] in ROWS else 99
-    ):
+    for (row, server), runs in sorted(groups.items(), key=lambda item: _row_rank(item[0][0])):
         good = [r for r in runs if r.ok]
         summaries.append(
             Summary(
@@ -416,83 +374,63 @@ def summarise(results: Sequence[FetchResult]) -> list[Summary]:
     return summaries
 
 
-@dataclass(frozen=True)
-class Ratio:
-    """bootstrapperd's median MiB/s ÷ the reference's on one row, against the row's target."""
-
-    row: str
-    ratio: float | None
-    """None when either side has no successful fetch."""
-    target: float
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.ratio is None else self.ratio >= self.target
-
-
-def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[Ratio]:
+def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[harness.Ratio]:
     """Per row with both servers measured: bootstrapperd ÷ ``reference``, with its target."""
-    by_row: dict[str, dict[str, float | None]] = {}
-    for s in summaries:
-        by_row.setdefault(s.row, {})[s.server] = s.mib_per_s
-    out = []
-    for row, rates in by_row.items():
-        if "bootstrapperd" not in rates or reference not in rates:
-            continue
-        ours, theirs = rates["bootstrapperd"], rates[reference]
-        value = ours / theirs if ours is not None and theirs else None
-        out.append(Ratio(row, value, ROWS[row].target_ratio if row in ROWS else 1.0))
-    return out
+    table = figures(summaries, lambda s: s.row, lambda s: s.mib_per_s)
+    return harness.ratios(
+        table, reference, lambda row: ROWS[row].target_ratio if row in ROWS else 1.0
+    )
+
+
+RATIO_FIELDS = ("row", "ratio", "target", "met")
+"""A ratio's entries in the JSON report."""
+
+COLUMNS = (
+    Column("row", 24),
+    Column("server", 13),
+    Column("MiB/s", 7, right=True),
+    Column("time s", 7, right=True),
+    Column("srv CPU s", 9, right=True),
+    Column("cli CPU s", 9, right=True),
+    Column("rcvbuf drops", 12, right=True),
+    Column("ok/runs", 7, right=True),
+)
+
+
+def label(result: FetchResult) -> str:
+    return f"{result.row} #{result.repeat}"
 
 
 def render_table(summaries: Sequence[Summary], results: Sequence[FetchResult], size: int) -> str:
     """The medians, the ratio per row beside its target, then every failed fetch."""
-    cpus = sorted(os.sched_getaffinity(0))
-    pinned = f"; all on CPU {','.join(map(str, cpus))}" if len(cpus) < (os.cpu_count() or 0) else ""
-    lines = [
-        f"TFTP, {size / MIB:g} MiB file, veth MTU {MTU}{pinned}; MiB/s = file size ÷ client wall "
-        "time; CPU s per fetch; rcvbuf drops server/client",
-        f"{'row':<24} {'server':<13} {'MiB/s':>7} {'time s':>7} {'srv CPU s':>9} "
-        f"{'cli CPU s':>9} {'rcvbuf drops':>12} {'ok/runs':>7}",
+    rows = [
+        [
+            ROWS[s.row].label if s.row in ROWS else s.row,
+            s.server,
+            "FAILED" if s.mib_per_s is None else f"{s.mib_per_s:.1f}",
+            fmt(s.seconds, ".2f"),
+            fmt(s.server_cpu_s, ".2f"),
+            fmt(s.client_cpu_s, ".2f"),
+            f"{fmt(s.server_rcvbuf_drops, '.0f')}/{fmt(s.client_rcvbuf_drops, '.0f')}",
+            f"{s.ok}/{s.runs}",
+        ]
+        for s in summaries
     ]
-    for s in summaries:
-        label = ROWS[s.row].label if s.row in ROWS else s.row
-        drops = f"{fmt(s.server_rcvbuf_drops, '.0f')}/{fmt(s.client_rcvbuf_drops, '.0f')}"
-        rate = "FAILED" if s.mib_per_s is None else f"{s.mib_per_s:.1f}"
-        lines.append(
-            f"{label:<24} {s.server:<13} {rate:>7} {fmt(s.seconds, '.2f'):>7} "
-            f"{fmt(s.server_cpu_s, '.2f'):>9} {fmt(s.client_cpu_s, '.2f'):>9} "
-            f"{drops:>12} {f'{s.ok}/{s.runs}':>7}"
-        )
-    for r in ratios(summaries):
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[r.met]
-        lines.append(
-            f"ratio ({r.row}, MiB/s): bootstrapperd/{REFERENCE} = {fmt(r.ratio, '.2f')} "
-            f"(target ≥ {r.target:.2f}: {verdict})"
-        )
-    for f in results:
-        if not f.ok:
-            lines.append(f"FAILED {f.server} {f.row} #{f.repeat}: {f.error}")
+    lines = [
+        f"TFTP, {size / MIB:g} MiB file, veth MTU {MTU}{affinity_note()}; MiB/s = file size ÷ "
+        "client wall time; CPU s per fetch; rcvbuf drops server/client",
+        *text_table(COLUMNS, rows),
+        *(ratio_line(r, "MiB/s", REFERENCE) for r in ratios(summaries)),
+        *failed_lines(results, label),
+    ]
     return "\n".join(lines)
 
 
-# --- command line ------------------------------------------------------------------------------
+# --- the benchmark -----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.tftp",
-        description="MiB/s of bootstrapperd and dnsmasq TFTP (tftp-hpa, atftp) in a private lab.",
-    )
-    parser.add_argument(
-        "--repeats", "--repeat", type=positive_int, default=3, help="runs per pair; median (3)"
-    )
-    parser.add_argument(
-        "--servers",
-        type=lambda text: names_arg(text, SERVER_NAMES),
-        default=list(SERVER_NAMES),
-        help="comma-separated: bootstrapperd,dnsmasq",
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """--rows, --size-mib, --timeout."""
     parser.add_argument(
         "--rows",
         type=lambda text: names_arg(text, tuple(ROWS)),
@@ -503,52 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=positive_int, default=120, help="seconds allowed per fetch (120)"
     )
-    parser.add_argument("--json", type=Path, help="also write every fetch and the medians here")
-    parser.add_argument(
-        "--keep-scratch",
-        action="store_true",
-        help="keep the scratch directory (server logs, failed downloads)",
+
+
+def progress(result: FetchResult) -> str:
+    return (
+        f"{fmt(result.mib_per_s, '.1f')} MiB/s in {fmt(result.seconds, '.2f')} s, "
+        f"server CPU {fmt(result.server_cpu_s, '.2f')} s"
     )
-    return parser
 
 
-def run_all(args: argparse.Namespace, scratch: Path, payload: Payload) -> list[FetchResult]:
-    """Every repeat × server × row in one lab; each server started afresh per repeat."""
-    rows = [ROWS[name] for name in args.rows]
-    fetched = scratch / "fetched"
-    fetched.mkdir()
-    results: list[FetchResult] = []
-    with NetLab() as netlab:
-        lab = build_lab(netlab)
-        for repeat in range(1, args.repeats + 1):
-            for server in args.servers:
-                run_dir = scratch / f"{server}-{repeat}"
-                run_dir.mkdir()
-                launch = prepare(server, run_dir, payload)
-                runs = serve_and_fetch(
-                    lab, server, launch, rows, payload, fetched, repeat, args.timeout
-                )
-                for result in runs:
-                    print(_progress(result), file=sys.stderr, flush=True)
-                results += runs
-    return results
-
-
-def _progress(result: FetchResult) -> str:
-    head = f"[{result.row} #{result.repeat}] {result.server}: "
-    if result.ok:
-        line = (
-            f"{head}{fmt(result.mib_per_s, '.1f')} MiB/s in {fmt(result.seconds, '.2f')} s, "
-            f"server CPU {fmt(result.server_cpu_s, '.2f')} s"
-        )
-    else:
-        line = f"{head}FAILED: {result.error}"
-    for warning in result.log_warnings:
-        line += f"\n    log: {warning}"
-    return line
-
-
-def tool_versions() -> dict[str, str]:
+def tool_versions(run: Run[TftpLab, FetchResult]) -> dict[str, str]:
     """The first line of each server's and client's version output."""
     commands = {
         "dnsmasq": ["dnsmasq", "--version"],
@@ -569,26 +471,15 @@ DEFINITIONS = {
 """What each reported figure is (also written into the JSON report)."""
 
 
-def json_report(
-    args: argparse.Namespace,
-    payload: Payload,
-    summaries: Sequence[Summary],
-    results: Sequence[FetchResult],
-    loadavg_before: tuple[float, float, float],
-) -> dict[str, object]:
-    """Everything measured: facts, definitions, rows, medians, ratios and every fetch."""
+def json_head(run: Run[TftpLab, FetchResult]) -> dict[str, object]:
+    """The payload, the options, the conditions, the definitions and the rows' commands."""
+    payload = run.lab.payload
     return {
-        "benchmark": "tftp",
         "size_bytes": payload.size,
         "sha256": payload.sha256,
-        "repeats": args.repeats,
+        "repeats": run.args.repeats,
         "mtu": MTU,
-        "machine": machine_facts(),
-        # Other work on the machine skews the figures: the load average before and after.
-        "loadavg_before": loadavg_before,
-        "loadavg_after": os.getloadavg(),
-        "cpu_affinity": sorted(os.sched_getaffinity(0)),
-        "tools": tool_versions(),
+        **run.conditions(),
         "definitions": DEFINITIONS,
         "rows": {
             name: {
@@ -597,43 +488,41 @@ def json_report(
                 "target_ratio": row.target_ratio,
             }
             for name, row in ROWS.items()
-            if name in args.rows
+            if name in run.args.rows
         },
-        "summary": [asdict(s) for s in summaries],
-        "ratios": [{**asdict(r), "met": r.met} for r in ratios(summaries)],
-        "runs": [asdict(r) for r in results],
     }
 
 
-def missing_tools() -> list[str]:
-    return [tool for tool in ("dnsmasq", "tftp", "atftp", "ss") if shutil.which(tool) is None]
+BENCHMARK: Benchmark[TftpLab, list[Row], FetchResult, Summary] = Benchmark(
+    name="tftp",
+    about="MiB/s of bootstrapperd and dnsmasq TFTP (tftp-hpa, atftp) in a private lab.",
+    servers=SERVER_NAMES,
+    rounds=RoundsOption(("--repeats", "--repeat"), 3, "runs per pair; median (3)"),
+    open_lab=open_lab,
+    groups=lambda args: [[ROWS[name] for name in args.rows]],
+    serve=serve_rows,
+    label=label,
+    progress=progress,
+    summarise=summarise,
+    render=lambda run, summaries: render_table(summaries, run.results, run.lab.payload.size),
+    json_head=json_head,
+    json_ratios=lambda summaries: [
+        r.json("row", "ratio", "target", "met") for r in ratios(summaries)
+    ],
+    add_options=add_options,
+    missing_tools=lambda: not_on_path("dnsmasq", "tftp", "atftp", "ss"),
+    versions=tool_versions,
+    unit="fetch",
+    scratch_holds="server logs, failed downloads",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return harness.build_parser(BENCHMARK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reason = unavailable_reason()
-    if reason is None and (missing := missing_tools()):
-        reason = f"not installed: {', '.join(missing)}"
-    if reason is not None:
-        print(f"bench.tftp: cannot build the lab: {reason}", file=sys.stderr)
-        return 1
-    loadavg_before = os.getloadavg()
-    try:
-        with scratch_dir("bench-tftp-", keep=args.keep_scratch) as scratch:
-            payload = make_payload(scratch / PAYLOAD_NAME, args.size_mib * MIB)
-            results = run_all(args, scratch, payload)
-    except ConfigError as exc:
-        print(f"bench.tftp: the generated cluster description is refused:\n{exc.report()}")
-        return 1
-    except LabError as exc:
-        print(f"bench.tftp: {exc}", file=sys.stderr)
-        return 1
-    summaries = summarise(results)
-    print(render_table(summaries, results, payload.size))
-    if args.json is not None:
-        report = json_report(args, payload, summaries, results, loadavg_before)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if all(r.ok for r in results) else 1
+    return harness.main(BENCHMARK, argv)
 
 
 if __name__ == "__main__":

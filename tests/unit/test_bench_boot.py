@@ -10,26 +10,28 @@ import pytest
 from bench.boot import (
     DEFAULT_MAC,
     EXAMPLE,
-    RA_ADDRESS,
     BootResult,
-    LogWatch,
-    Target,
     build_parser,
     config_fetched_at,
+    description_text,
+    ratios,
+    render_table,
+    summarise,
+)
+from bench.boot_reference import (
+    RA_ADDRESS,
+    LogWatch,
+    Target,
     config_kind,
     config_paths,
     config_prefix,
-    description_text,
     dnsmasq_conf,
     http_server_argv,
     network_of,
     parse_access,
-    ratios,
-    render_table,
-    server_order,
-    summarise,
     target_of,
 )
+from bench.harness import server_order
 from bootstrapperd.lab.netlab import LabError
 from bootstrapperd.model import ClusterModel, load_cluster_file
 

@@ -12,23 +12,19 @@ from bench.dns import (
     NODES,
     ROWS,
     UPSTREAM_NAMES,
-    Check,
-    DnsperfStats,
     RunResult,
     build_parser,
     cluster_desc,
-    dig_answers,
     dnsmasq_host_records,
     dnsperf_argv,
     forwarded_checks,
     local_checks,
-    parse_dnsperf,
     ratios,
     render_table,
     summarise,
-    unanswered,
     write_query_files,
 )
+from bench.dns_clients import Check, DnsperfStats, dig_answers, parse_dnsperf, unanswered
 from bootstrapperd.model import load_cluster_file
 
 DNSPERF_OUTPUT = """\

@@ -8,25 +8,26 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import MIB, busy_percent
+from bench.harness import server_order
 from bench.http import (
-    MIB,
     URL,
-    Download,
     RunResult,
-    aggregate,
     build_parser,
-    busy_percent,
-    curl_argv,
-    head_check_argv,
-    launcher_argv,
     nginx_conf,
-    parse_curl_output,
-    parse_launcher_output,
     ratios,
     render_table,
     rows_for,
-    server_order,
     summarise,
+)
+from bench.http_clients import (
+    Download,
+    aggregate,
+    curl_argv,
+    head_check_argv,
+    launcher_argv,
+    parse_curl_output,
+    parse_launcher_output,
 )
 
 SIZE = 256 * MIB

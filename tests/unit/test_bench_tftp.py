@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import check_download, make_payload
 from bench.tftp import (
     ROWS,
     FetchResult,
     build_parser,
-    check_download,
-    make_payload,
     ratios,
     render_table,
     summarise,
