@@ -83,7 +83,8 @@ def first_free(model: ClusterModel) -> IPv4Address:
     """The pool's first address not reserved: what a fresh bootstrapperd gives a first machine
     without a static address."""
     low, high = model.pool.low, model.pool.high
-    assert low is not None and high is not None
+    assert low is not None
+    assert high is not None
     address = low
     while address in model.reserved_addresses:
         if address >= high:

@@ -88,7 +88,8 @@ def run_curl_clients(url: str, clients: int, timeout: float) -> tuple[list[Downl
     for pid, (proc, start) in started.items():
         end, code = finished[pid]
         proc.returncode = code  # reaped above; Popen must not wait for it again
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         out = proc.stdout.read().decode(errors="replace")
         err = proc.stderr.read().decode(errors="replace")
         proc.stdout.close()
@@ -105,7 +106,10 @@ def run_curl_clients(url: str, clients: int, timeout: float) -> tuple[list[Downl
 
 
 async def run_aiohttp_clients(
-    url: str, clients: int, timeout: float, chunk: int = MIB
+    url: str,
+    clients: int,
+    timeout: float,  # noqa: ASYNC109 (the downloads' own limit, given to aiohttp)
+    chunk: int = MIB,
 ) -> tuple[list[Download], float]:
     """``clients`` concurrent GETs from one asyncio process; the downloads and its CPU seconds."""
     import aiohttp  # only in the client namespace's launcher

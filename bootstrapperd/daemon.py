@@ -190,14 +190,14 @@ class Daemon:
 
     async def _start_registry(self) -> None:
         """Last, and in the background: whatever the registry does, the rest keeps serving."""
-        assert self.registry is not None
+        assert self.registry is not None  # noqa: S101 (invariant: start() made it)
         try:
             await self.registry.start()
         except Exception:
             registry_log.exception("cannot start the registry")
 
     async def _start_http(self) -> None:
-        assert self.http is not None
+        assert self.http is not None  # noqa: S101 (invariant: start() made it)
         runner = web.AppRunner(
             create_app(self.http),
             handle_signals=False,

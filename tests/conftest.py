@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,13 +25,18 @@ SEXTANT_FIXTURES = sorted((REPO / "tests" / "fixtures" / "sextant").iterdir())
 SHARED_SEXTANT = REPO.parent / "shared" / "sextant"
 
 
-def need(ok: bool, reason: str) -> None:
-    """Skip (or, in strict mode, fail) when a prerequisite is missing."""
-    if ok:
-        return
+def unavailable(reason: str) -> NoReturn:
+    """Skip (or, in strict mode, fail): a prerequisite is missing. Every skip of the suite
+    goes through here."""
     if os.environ.get("BOOTSTRAPPERD_TEST_STRICT") == "1":
         pytest.fail(f"prerequisite missing in strict mode: {reason}")
     pytest.skip(reason)
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip (or, in strict mode, fail) when a prerequisite is missing."""
+    if not ok:
+        unavailable(reason)
 
 
 def need_tools(*tools: str) -> None:

@@ -273,7 +273,7 @@ class Fetcher:
         """
         expected = _expected_sha256(sha256)
         name = label or dest.name
-        lock = self._busy.setdefault(dest.absolute(), asyncio.Lock())
+        lock = self._busy.setdefault(dest.absolute(), asyncio.Lock())  # noqa: ASYNC240 (no I/O: the path made absolute)
         async with lock:
             try:
                 got = await self._fetch(url, dest, name, expected, size, headers, verify, mode)
@@ -370,7 +370,7 @@ class Fetcher:
         if expected is None and verify is None:
             return None  # nothing to know it by: mutable files such as version.txt
         try:
-            st = dest.stat()
+            st = dest.stat()  # noqa: ASYNC240 (one stat of a local file)
         except FileNotFoundError:
             return None
         if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
@@ -382,14 +382,14 @@ class Fetcher:
                 return None
             how = "sha256 ok"
         else:
-            assert verify is not None
+            assert verify is not None  # noqa: S101 (invariant: the branch above)
             try:
                 await asyncio.to_thread(verify, dest)
             except Exception:
                 return None
             how = "verified"
         if stat.S_IMODE(st.st_mode) != mode:
-            dest.chmod(mode)
+            dest.chmod(mode)  # noqa: ASYNC240 (one chmod of a local file)
         if self.progress is not None:
             self.progress.have(label, how)
         return Fetched(dest, length, digest, 0)
@@ -446,7 +446,7 @@ class Fetcher:
             if failure.retry_after is not None:
                 delay = failure.retry_after
             else:
-                delay = self.backoff * 2**failures * (1 + random.random() / 2)
+                delay = self.backoff * 2**failures * (1 + random.random() / 2)  # noqa: S311 (retry jitter, not a secret)
             failures += 1
             if self.progress is not None:
                 self.progress.retrying(label, delay, failures + 1, self.retries + 1, failure.reason)
@@ -582,7 +582,7 @@ class _Download:
             self._restarting("the server gives no ETag or Last-Modified to resume against")
         ranged = self.offset > 0
         if ranged:
-            assert self.validator is not None
+            assert self.validator is not None  # noqa: S101 (invariant: a ranged request had one)
             headers["Range"] = f"bytes={self.offset}-"
             headers["If-Range"] = self.validator
         # Raw bytes: the digest is of the file as stored, and a range counts stored bytes.

@@ -170,7 +170,7 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
         return 1
     say(render_summary(model))
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapperd-demo-"))
-    os.chmod(workdir, 0o755)
+    os.chmod(workdir, 0o755)  # noqa: S103 (an executable script)
     try:
         return _run(source, workdir, hold)
     except KeyboardInterrupt:

@@ -81,7 +81,7 @@ class StateDB:
         if sql is None:
             picks = ", ".join(f"value->>{i}" for i in range(len(columns)))
             verb = "INSERT OR REPLACE" if replace else "INSERT"
-            sql = f"{verb} INTO {table} ({', '.join(columns)}) SELECT {picks} FROM json_each(?)"
+            sql = f"{verb} INTO {table} ({', '.join(columns)}) SELECT {picks} FROM json_each(?)"  # noqa: S608 (the table and columns are the caller's constants; values are bound)
             self._bulk_sql[key] = sql
             self._bulk.add(sql)
         self.write(sql, row)
@@ -117,7 +117,7 @@ class StateDB:
         while self._durable < target:
             if self._inflight is None:
                 self._start_commit()
-            assert self._inflight is not None
+            assert self._inflight is not None  # noqa: S101 (invariant: _start_commit() set it)
             await asyncio.shield(self._inflight)
 
     def _start_commit(self) -> None:

@@ -450,4 +450,3 @@ def default_flag(path: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{path}: the table's default is {value!r}, not a boolean")
     return value
-

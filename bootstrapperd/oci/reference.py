@@ -72,7 +72,7 @@ class ImageReference:
         """What to ask the registry's manifest endpoint for: the digest if written, else the tag."""
         if self.digest is not None:
             return self.digest
-        assert self.tag is not None  # parse() sets one whenever there is no digest
+        assert self.tag is not None  # noqa: S101 (invariant) — parse() sets one whenever there is no digest
         return self.tag
 
     @property

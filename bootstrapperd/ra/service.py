@@ -164,7 +164,7 @@ class RouterAdvertiser:
         self._opener = opener
         self._source_of = source_of
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 (RFC 4861's interval jitter, not a secret)
         self._link: Link | None = None
         self._payload = b""
         self._task: asyncio.Task[None] | None = None

@@ -39,7 +39,7 @@ class ChildInstance:
         return {"pid": self.proc.pid, "program": self.argv[0]}
 
     async def _read(self) -> None:
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None  # noqa: S101 (invariant: started with stdout=PIPE)
         while True:
             try:
                 line = await self.proc.stdout.readline()

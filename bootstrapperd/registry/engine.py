@@ -33,7 +33,7 @@ LABEL_VALUE = "registry"
 _CONNECT_ERRORS = (DockerError, aiohttp.ClientError, OSError, ValueError, TimeoutError)
 
 
-async def engine_answers(endpoint: str | None, timeout: float = 3.0) -> bool:
+async def engine_answers(endpoint: str | None, timeout: float = 3.0) -> bool:  # noqa: ASYNC109 (the probe's own limit, given to aiohttp's ClientTimeout)
     """Whether a Docker engine answers at ``endpoint``."""
     if endpoint is None:
         return False

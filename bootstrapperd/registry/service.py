@@ -239,7 +239,7 @@ class RegistryService:
     ) -> tuple[PushTarget, Launcher | None]:
         ca = self.bsroot.tls / "ca.pem"
         if choice.backend == "external":
-            assert model.registry.url is not None  # the model requires it in mode external
+            assert model.registry.url is not None  # noqa: S101 (invariant) — the model requires it in mode external
             url = URL(model.registry.url)
             context = await asyncio.to_thread(_system_and_ca, ca)
             name = url.raw_authority if url.explicit_port else (url.raw_host or "")
@@ -255,7 +255,7 @@ class RegistryService:
         )
         launcher: Launcher
         if choice.backend == "binary":
-            assert choice.binary is not None
+            assert choice.binary is not None  # noqa: S101 (invariant: backend "binary" has one)
             launcher = BinaryLauncher(choice.binary, self.files, self.grace)
         else:
             launcher = EngineLauncher(

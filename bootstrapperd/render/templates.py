@@ -58,7 +58,7 @@ class Templates:
         self._env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
-            autoescape=False,
+            autoescape=False,  # noqa: S701 (shell, YAML, iPXE and JSON: no HTML is rendered)
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,

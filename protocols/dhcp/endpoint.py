@@ -42,7 +42,7 @@ def open_socket(interface: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.bind(("0.0.0.0", port))
+        sock.bind(("0.0.0.0", port))  # noqa: S104 (DHCP needs broadcasts: the socket is bound to one device)
         sock.setblocking(False)
     except BaseException:
         sock.close()

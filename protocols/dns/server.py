@@ -191,7 +191,7 @@ class Resolver:
 
     async def forward(self, job: Forward) -> bytes:
         """Forward ``job`` (from ``respond``) and build the client's response."""
-        assert self.forwarder is not None
+        assert self.forwarder is not None  # noqa: S101 (invariant: respond() forwards only with a forwarder)
         request = job.request
         body = await self.forwarder.resolve(
             job.name, job.qtype, job.qclass, rd=bool(request.header.rd), cd=False

@@ -245,7 +245,7 @@ class TFTPEndpoint:
         if session.done:
             self._finish(transfer)
             return
-        assert self._loop is not None
+        assert self._loop is not None  # noqa: S101 (invariant: start() set it)
         self._loop.add_reader(sock.fileno(), self._on_packet, transfer)
         if self._ticker is None:
             self._ticker = self._loop.call_later(TICK, self._tick)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,12 @@ NEW_NODE = '  - mac: "52:54:00:77:00:99"\n    cur_host_name: "worker9"\n'
 
 
 @pytest.fixture
-def pair(netlab: NetLab) -> Iterator[tuple[Namespace, Namespace]]:
+def pair(netlab: NetLab) -> tuple[Namespace, Namespace]:
     need_tools("curl")
     srv = netlab.namespace("srv")
     cli = netlab.namespace("cli")
     netlab.veth(srv, "bs0", cli, "node0", f"{SERVER}/24", "10.77.0.254/24")
-    yield srv, cli
+    return srv, cli
 
 
 def _model(cli: Namespace, url: str = HEALTHZ) -> dict[str, object]:
@@ -84,7 +83,8 @@ def test_reload_broken_reload_and_sigterm(pair: tuple[Namespace, Namespace], bsr
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
-    assert "SIGTERM: shutting down" in daemon.output and "stopped" in daemon.output
+    assert "SIGTERM: shutting down" in daemon.output
+    assert "stopped" in daemon.output
 
 
 def test_sigint_stops_gracefully(pair: tuple[Namespace, Namespace], bsroot: Path) -> None:
@@ -122,7 +122,8 @@ def test_http_port_taken_fails_fast_and_releases_dhcp(
 ) -> None:
     srv, _ = pair
     holder = srv.spawn([sys.executable, "-c", HOLD_HTTP], stdout=subprocess.PIPE)
-    assert holder.stdout is not None and holder.stdout.readline() == b"bound\n"
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"bound\n"
     daemon = DaemonProcess(srv, bsroot)
     assert daemon.wait(timeout=10) == 1
     assert "cannot start: http: cannot listen on 10.77.0.1:80: address already in use" in (

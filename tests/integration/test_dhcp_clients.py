@@ -53,7 +53,8 @@ def test_dhclient_release_frees_the_lease(netlab: NetLab, bsroot: Path) -> None:
     wait_until(lambda: ("10.77.0.100", UNKNOWN, "released") in lab.leases(), what="released row")
     log, output = lab.dhclient(name="again")
     again = [e for e in events(log) if e.get("reason") == "BOUND"]
-    assert again and again[-1]["new_ip_address"] == "10.77.0.100", output  # same address back
+    assert again, output
+    assert again[-1]["new_ip_address"] == "10.77.0.100", output  # same address back
 
 
 def test_udhcpc_pool_lease_renew_release_and_restart(netlab: NetLab, bsroot: Path) -> None:

@@ -83,7 +83,8 @@ def test_proxy_mode_alongside_dnsmasq(netlab: NetLab, bsroot: Path) -> None:
     assert boot_offer.file.rstrip(b"\0") == b"undionly.kpxe"
     boot_options = options_of(by_server["10.77.0.1"])
     assert boot_options["vendor_class_id"] == b"PXEClient"
-    assert "lease_time" not in boot_options and "router" not in boot_options
+    assert "lease_time" not in boot_options
+    assert "router" not in boot_options
 
     cli.ip("addr", "add", "10.77.0.155/24", "dev", "br0")  # as if bound by dnsmasq's offer
     packet = BOOTP(frame(PXE_MAC, "request", options=pxe(7), broadcast=False)[42:])
@@ -94,8 +95,10 @@ def test_proxy_mode_alongside_dnsmasq(netlab: NetLab, bsroot: Path) -> None:
     assert (peer, port) == ("10.77.0.1", "4011")
     ack = BOOTP(bytes.fromhex(reply_hex))
     assert ack.file.rstrip(b"\0") == b"ipxe.efi"
-    assert dict(o for o in ack[DHCP].options if isinstance(o, tuple))["message-type"] == 5
-    assert "undionly.kpxe" in daemon.output and "proxy=True" in daemon.output
+    options: dict[str, object] = {o[0]: o[1] for o in ack[DHCP].options if isinstance(o, tuple)}
+    assert options["message-type"] == 5
+    assert "undionly.kpxe" in daemon.output
+    assert "proxy=True" in daemon.output
 
 
 HOLD_PORT_67 = """
@@ -123,7 +126,8 @@ def test_dhcp_off_opens_no_socket_and_a_taken_port_fails_fast(netlab: NetLab, bs
 
     desc.write_text(original)
     holder = srv.spawn([sys.executable, "-c", HOLD_PORT_67], stdout=subprocess.PIPE)
-    assert holder.stdout is not None and holder.stdout.readline() == b"bound\n"
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"bound\n"
     daemon = DaemonProcess(srv, bsroot, log=bsroot.parent / "taken.log")
     assert daemon.wait(timeout=15) == 1
     assert "dhcp: cannot listen on bs0:67: address already in use" in daemon.output

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ def frame(
     mac: str,
     kind: str = "discover",
     *,
-    options: list[tuple[object, ...]] = (),  # type: ignore[assignment]
+    options: Sequence[tuple[object, ...]] = (),
     broadcast: bool = True,
     giaddr: str = "0.0.0.0",
     src: str = "0.0.0.0",
@@ -89,11 +89,11 @@ def options_of(reply: Ether) -> dict[object, object]:
 
 
 @pytest.fixture
-def lab(netlab: NetLab, bsroot: Path) -> Iterator[tuple[DHCPLab, DaemonProcess]]:
+def lab(netlab: NetLab, bsroot: Path) -> tuple[DHCPLab, DaemonProcess]:
     dhcp_lab = DHCPLab.build(netlab, bsroot, CLIENT_MAC)
     dhcp_lab.cli.ip("link", "set", "node0", "promisc", "on")  # see unicast to any client MAC
     daemon = dhcp_lab.start_daemon("--log-level", "debug")
-    yield dhcp_lab, daemon
+    return dhcp_lab, daemon
 
 
 @pytest.mark.parametrize(

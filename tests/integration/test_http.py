@@ -80,7 +80,8 @@ def test_a_simulated_boot_on_the_status_page(netlab: NetLab, bsroot: Path) -> No
     )
 
     node = json.loads(curl(lab, f"{BASE}/api/v1/nodes/{WORKER}"))
-    assert node["stage"] == "installed" and node["hostname"] == "worker1"
+    assert node["stage"] == "installed"
+    assert node["hostname"] == "worker1"
     steps = [(e["source"], e["kind"]) for e in node["timeline"]]
     for step in [
         ("dhcp", "ack"),
@@ -112,7 +113,8 @@ def test_a_simulated_boot_on_the_status_page(netlab: NetLab, bsroot: Path) -> No
     assert rows[WORKER]["hostname"] == "worker1"
     assert rows[WORKER]["ip"] == node["ip"]
     assert rows["52:54:00:77:00:10"]["stage"].lower() in ("not seen", "—", "-", "")
-    assert page["errors"] == [] and page["hosts"] == [SERVER]
+    assert page["errors"] == []
+    assert page["hosts"] == [SERVER]
     assert "1 installed" in page["summary"]
     # Every HTTP request of the machine was logged with its MAC.
     wait_until(lambda: f"mac={WORKER}" in daemon.output and "/install.sh" in daemon.output)
@@ -141,9 +143,11 @@ def test_mirror_range_head_and_etag_with_curl(netlab: NetLab, bsroot: Path) -> N
     assert f"content-range: bytes 1000000-1999999/{len(data)}" in part.lower()
     assert out.read_bytes() == data[1_000_000:2_000_000]
     tail = curl(lab, "-r", "-100", "-o", str(out), url)
-    assert tail == "" and out.read_bytes() == data[-100:]
+    assert tail == ""
+    assert out.read_bytes() == data[-100:]
     head = curl(lab, "-I", url)
-    assert head.startswith("HTTP/1.1 200") and f"content-length: {len(data)}" in head.lower()
+    assert head.startswith("HTTP/1.1 200")
+    assert f"content-length: {len(data)}" in head.lower()
     same = curl(lab, "-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-None-Match: {etag}", url)
     assert same == "304"
     # A resumed download (what pack and flatcar-install do after a cut) completes the file.

@@ -30,7 +30,7 @@ from bootstrapperd.oci.manifest import (
 )
 from bootstrapperd.oci.push import PushEvent, PushResult, push_archive
 from bootstrapperd.oci.reference import local_reference, parse_reference
-from tests.conftest import need_tools
+from tests.conftest import need_tools, unavailable
 from tests.registry_lab import (
     DOCKER_REGISTRY,
     BuiltImage,
@@ -274,8 +274,10 @@ async def test_a_corrupted_blob_is_refused(upstream: Upstream, tmp_path: Path) -
     with pytest.raises(FetchError) as caught:
         await pull_all(upstream, blob_dir, [BUSYBOX])
     message = str(caught.value)
-    assert BUSYBOX in message and "layer 2/2" in message  # the image and which blob
-    assert top in message and "sha256 mismatch" in message
+    assert BUSYBOX in message
+    assert "layer 2/2" in message
+    assert top in message
+    assert "sha256 mismatch" in message
     assert top in caught.value.url
     hex_digest = top.removeprefix("sha256:")
     names = {p.name for p in (blob_dir / "sha256").iterdir()}
@@ -407,7 +409,8 @@ async def test_archive_pushed_to_the_bootstrapper_registry_over_tls(
     pinned = by_original[multi_pinned(upstream)]
     amd64 = upstream.expected[MULTI].digest
     assert pinned.local == f"{REGISTRY_NAME}/localhost-5001/lab/multi@{amd64}"
-    assert pinned.note is not None and upstream.index_digests[MULTI] in pinned.note
+    assert pinned.note is not None
+    assert upstream.index_digests[MULTI] in pinned.note
     assert all(r.note is None for r in results if r is not pinned)
     assert by_original[MULTI].local == f"{REGISTRY_NAME}/localhost-5001/lab/multi:1"
     assert by_original[ETCD].local == f"{REGISTRY_NAME}/{ETCD}"
@@ -480,12 +483,15 @@ async def test_push_with_tokens_and_a_failing_image(upstream: Upstream, tmp_path
             assert len(hyperkube_uploads) == 2
             assert len(proxy.log.uploads) - 2 == sum(r.uploaded for r in results) > 0
             for _path, length, encoding in proxy.log.uploads:
-                assert encoding is None and length in sizes.values()
+                assert encoding is None
+                assert length in sizes.values()
             by_original: dict[str, PushResult] = {r.original: r for r in results}
             failed = by_original.pop(HYPERKUBE)
-            assert failed.status == "failed" and not failed.ok
+            assert failed.status == "failed"
+            assert not failed.ok
             assert failed.attempts == 3
-            assert "HTTP 500" in (failed.error or "") and "lab fault" in (failed.error or "")
+            assert "HTTP 500" in (failed.error or "")
+            assert "lab fault" in (failed.error or "")
             assert [e.kind for e in events if e.image == HYPERKUBE].count("retry") == 2
             assert all(r.ok for r in by_original.values()), [r.error for r in results]
             # Push needed tokens with pull,push, and the mount pull on its source as well.
@@ -519,7 +525,8 @@ async def test_push_with_tokens_and_a_failing_image(upstream: Upstream, tmp_path
             assert statuses.pop(HYPERKUBE) == "pushed"
             assert set(statuses.values()) == {"present"}
             hyperkube = next(r for r in again if r.original == HYPERKUBE)
-            assert hyperkube.uploaded == 0 and hyperkube.skipped == 2  # blobs went up before
+            assert hyperkube.uploaded == 0
+            assert hyperkube.skipped == 2
             assert {i.original for i in pulled} == {r.original for r in again}
     finally:
         registry.stop()
@@ -534,7 +541,7 @@ async def test_docker_load_of_the_archive(upstream: Upstream, tmp_path: Path) ->
     try:
         daemon = await asyncio.to_thread(DockerDaemon.start, tmp_path / "docker")
     except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine can run here: {exc}")
+        unavailable(f"no Docker engine can run here: {exc}")
     exec_root = daemon.exec_root
     try:
         loaded = await asyncio.to_thread(daemon.docker, "load", "-i", str(path))
@@ -561,7 +568,8 @@ async def test_docker_load_of_the_archive(upstream: Upstream, tmp_path: Path) ->
                     "diff_ids"
                 ]
             )
-            assert info["Architecture"] == "amd64" and info["Os"] == "linux"
+            assert info["Architecture"] == "amd64"
+            assert info["Os"] == "linux"
     finally:
         await asyncio.to_thread(daemon.stop)
     assert mounts_under(exec_root) == []

@@ -219,7 +219,8 @@ async def test_a_wrong_checksum_is_refused_and_leaves_nothing(lab: Lab) -> None:
     lab.mirror.files[path] = b"0" * 64 + b"  kubelet\n"
     result = await lab.pack()
     assert result.code == 1, result.err
-    assert "sha256" in result.err and "kubelet" in result.err
+    assert "sha256" in result.err
+    assert "kubelet" in result.err
     k8s = lab.out / "html" / "static" / "kubernetes" / K8S
     no_partial_under_final_names(k8s, ["kubelet", "kubelet.sha256"])
     assert not list(k8s.glob(".kubelet*"))
@@ -239,7 +240,9 @@ async def test_a_download_cut_in_the_middle_fails_clearly_then_resumes(lab: Lab)
     again = await lab.pack()
     assert again.code == 0, again.err
     ranges = [r for _, p, r in lab.mirror.requests if p == path and r]
-    assert ranges and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
+    assert ranges
+    assert ranges[0].startswith("bytes=")
+    assert ranges[0] != "bytes=0-"
     image = lab.release() / "flatcar_production_image.bin.bz2"
     assert image.read_bytes() == lab.mirror.files[path]
     assert (await run(str(PACK), "--verify", str(lab.out))).code == 0
@@ -295,7 +298,8 @@ async def test_serve_names_missing_and_corrupt_files_at_start(
     caplog.clear()
     assert not check_bsroot(bsroot, full=True)
     assert f"corrupt: html/static/kubernetes/{K8S}/kubelet" in caplog.text
-    assert "2 of" in caplog.text and "re-run bootstrapperd-pack" in caplog.text
+    assert "2 of" in caplog.text
+    assert "re-run bootstrapperd-pack" in caplog.text
     (lab.out / "manifest.json").unlink()
     caplog.clear()
     assert not check_bsroot(bsroot, full=True)

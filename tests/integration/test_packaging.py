@@ -470,7 +470,8 @@ class NotifySocket:
 def test_containerfile_is_debian_slim_with_only_the_runtime_tools() -> None:
     build, final = build_and_final()
     assert (build.base, final.base) == ("debian:12-slim", "debian:12-slim")
-    assert build.name is not None and final.name is None
+    assert build.name is not None
+    assert final.name is None
     final_packages = [p for i in final.all("RUN") if (p := apt_packages(i)) is not None]
     assert final_packages == [{"python3", "docker-registry", "ca-certificates"}]
     build_packages = [p for i in build.all("RUN") if (p := apt_packages(i)) is not None]
@@ -489,7 +490,8 @@ def test_containerfile_installs_the_package_alone_into_a_venv() -> None:
     build, final = build_and_final()
     runs = [i.args for i in build.all("RUN") if apt_packages(i) is None]
     venv_lines = [r for r in runs if " -m venv " in f" {r} "]
-    assert len(venv_lines) == 1 and "--system-site-packages" not in venv_lines[0]
+    assert len(venv_lines) == 1
+    assert "--system-site-packages" not in venv_lines[0]
     venv = shlex.split(venv_lines[0])[-1]
     pip_lines = [shlex.split(r) for r in runs if "pip" in r]
     assert pip_lines == [[f"{venv}/bin/pip", "install", "--no-cache-dir", "."]]
@@ -547,7 +549,8 @@ def test_image_command_serves_then_stops_on_sigterm(
     assert argv == ["bootstrapperd", "serve", "--bsroot", str(bsroot)]
     daemon = start(srv, argv, installed.env, bsroot.parent / "image.log")
     health = json.loads(wait_for_http(cli, f"http://{SERVER}/healthz"))
-    assert health["status"] == "ok" and health["version"] == bootstrapperd.__version__
+    assert health["status"] == "ok"
+    assert health["version"] == bootstrapperd.__version__
     assert health["model"]["nodes"] == 3
     # PATH from the image's ENV found the venv's console script, run by the venv's Python.
     script = installed.venv / "bin" / "bootstrapperd"
@@ -564,7 +567,8 @@ def test_image_command_serves_then_stops_on_sigterm(
     assert runs(child, "docker-registry")
 
     assert daemon.stop() == 0, daemon.output
-    assert "SIGTERM: shutting down" in daemon.output and "stopped" in daemon.output
+    assert "SIGTERM: shutting down" in daemon.output
+    assert "stopped" in daemon.output
     assert not runs(child, "docker-registry")  # the daemon stopped its child
 
 
@@ -612,7 +616,8 @@ def test_container_unit_keeps_its_promises() -> None:
     assert unit_value(unit, service, "ExecStartPre") == "-/usr/bin/docker rm -f bootstrapperd"
     argv = shlex.split(unit_value(unit, service, "ExecStart"))
     assert argv[:6] == ["/usr/bin/docker", "run", "--rm", "--name", "bootstrapperd", "--network"]
-    assert argv[6] == "host" and "--privileged" in argv
+    assert argv[6] == "host"
+    assert "--privileged" in argv
     mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "-v"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in mounts
     image_at = argv.index("bootstrapperd:latest")
@@ -622,7 +627,8 @@ def test_container_unit_keeps_its_promises() -> None:
     # at the same path on both sides (docs/registry.md).
     assert f"{bsroot}:{bsroot}" in mounts
     stop = shlex.split(unit_value(unit, service, "ExecStop"))
-    assert stop[:3] == ["/usr/bin/docker", "stop", "-t"] and stop[4] == "bootstrapperd"
+    assert stop[:3] == ["/usr/bin/docker", "stop", "-t"]
+    assert stop[4] == "bootstrapperd"
     assert int(stop[3]) < float(unit_value(unit, service, "TimeoutStopSec"))
     assert unit_value(unit, service, "ExecReload") == "/usr/bin/docker kill -s HUP bootstrapperd"
 

@@ -171,7 +171,8 @@ def test_the_client_kernel_autoconfigures_an_address_in_the_prefix(
 def test_disabled_sends_nothing(netlab: NetLab, bsroot: Path) -> None:
     lab, daemon = start(netlab, bsroot, "false")
     code, output = rdisc6(lab)
-    assert code != 0 and "No response" in output, output
+    assert code != 0, output
+    assert "No response" in output, output
     assert "router advertisements are off service=ra interface=bs0" in daemon.output
     assert metric(lab, "sent_unsolicited") == 0
 
@@ -201,11 +202,13 @@ def test_reload_turns_ras_off_and_on_and_changes_the_prefix(netlab: NetLab, bsro
 
     reload('{prefix: "fd78::/64"}', 2, "advertising service=ra interface=bs0 prefix=fd78::/64")
     code, output = rdisc6(lab)
-    assert code == 0 and prefixes(output) == ["fd78::/64"], output
+    assert code == 0, output
+    assert prefixes(output) == ["fd78::/64"], output
 
     reload("off", 3, "router advertisements are off")
     code, output = rdisc6(lab)
-    assert code != 0 and "No response" in output, output
+    assert code != 0, output
+    assert "No response" in output, output
 
     reload("{enabled: true}", 4, "advertising service=ra interface=bs0 prefix=none")
     code, output = rdisc6(lab)
@@ -224,5 +227,6 @@ def test_no_ipv6_on_the_interface_leaves_the_rest_serving(netlab: NetLab, bsroot
     wait_for_http(lab.srv, f"http://{SERVER}/healthz")
     lines = [x for x in daemon.output.splitlines() if "bootstrapperd.ra" in x]
     warnings = [x for x in lines if "WARNING" in x]
-    assert len(warnings) == 1 and "IPv6 is disabled on bs0" in warnings[0], daemon.output
+    assert len(warnings) == 1, daemon.output
+    assert "IPv6 is disabled on bs0" in warnings[0], daemon.output
     assert daemon.proc.poll() is None

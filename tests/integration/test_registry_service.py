@@ -42,7 +42,7 @@ from bootstrapperd.pack import init_bsroot
 from bootstrapperd.registry import RegistryService
 from bootstrapperd.registry.config import ServerConfig, render_config
 from bootstrapperd.registry.engine import CONTAINER_NAME, LABEL
-from tests.conftest import EXAMPLE, need_tools
+from tests.conftest import EXAMPLE, need_tools, unavailable
 from tests.daemon_proc import DaemonProcess
 from tests.integration.dhcp_lab import SERVER, DHCPLab, wait_until
 from tests.registry_lab import (
@@ -171,7 +171,7 @@ def service(bsroot: Path, **kw: Any) -> RegistryService:
     return RegistryService(holder, root, ADDRESS, ClusterPKI(root.tls), **kw)
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109 (a test helper's deadline)
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
@@ -235,7 +235,9 @@ async def test_binary_mode_pushes_and_a_restart_finds_everything_present(
     try:
         await until(lambda: registry.push_done, "push")
         status = registry.status()
-        assert status["backend"] == "binary" and status["state"] == "ready" and status["up"]
+        assert status["backend"] == "binary"
+        assert status["state"] == "ready"
+        assert status["up"]
         assert states(status) == {"a-kube.tar": "pushed", "b-flannel.tar": "pushed"}
         counts = {"pending": 0, "pushing": 0, "pushed": 3, "present": 0, "failed": 0}
         assert status["counts"] == counts
@@ -251,7 +253,8 @@ async def test_binary_mode_pushes_and_a_restart_finds_everything_present(
                 await pull_back(bsroot, original, built)
         pid = status["instance"]["pid"]
         config = (bsroot / "state" / "registry" / "config.yml").read_text()
-        assert f"addr: {SERVER}:5000" in config and "htpasswd" not in config
+        assert f"addr: {SERVER}:5000" in config
+        assert "htpasswd" not in config
     finally:
         await registry.stop()
     assert gone(pid), "the registry child outlived stop()"
@@ -301,7 +304,8 @@ async def test_a_corrupt_archive_fails_by_name_and_the_others_are_pushed(
         assert archives["tampered.tar"]["attempts"] == 2  # refused: tried again
         assert "docker.io/flannel/flannel:v1" in archives["tampered.tar"]["reason"]
         assert archives["tampered.tar"]["images"][0]["state"] == "failed"
-        assert status["counts"]["failed"] == 2 and status["counts"]["pushed"] == 1
+        assert status["counts"]["failed"] == 2
+        assert status["counts"]["pushed"] == 1
         await pull_back(bsroot, "registry.k8s.io/pause:3.9", PAUSE)
     finally:
         await registry.stop()
@@ -316,7 +320,8 @@ async def test_a_registry_that_dies_is_restarted(site: Namespace, bsroot: Path) 
         os.kill(pid, signal.SIGKILL)
         await until(lambda: registry.restarts == 1 and registry.up, "restarted")
         status = registry.status()
-        assert status["instance"]["pid"] != pid and status["state"] == "ready"
+        assert status["instance"]["pid"] != pid
+        assert status["state"] == "ready"
     finally:
         await registry.stop()
     assert gone(status["instance"]["pid"])
@@ -334,7 +339,7 @@ async def test_a_leftover_child_of_a_killed_daemon_is_replaced(
     assert not pidfile.exists()
     # What a SIGKILLed daemon leaves: its registry still running, and the pidfile.
     argv = ["/usr/bin/docker-registry", "serve", str(files / "config.yml")]
-    leftover = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    leftover = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 (starting a process does not wait for it)
     pidfile.write_text(f"{leftover.pid}\n")
     second = service(bsroot, binary_lookup=lambda: argv[0])
     await second.start()
@@ -346,7 +351,7 @@ async def test_a_leftover_child_of_a_killed_daemon_is_replaced(
         await second.stop()
 
     # A pidfile naming some other process: that process is not ours, and is left alone.
-    other = subprocess.Popen(["sleep", "60"])
+    other = subprocess.Popen(["sleep", "60"])  # noqa: ASYNC220 (starting a process does not wait for it)
     try:
         pidfile.write_text(f"{other.pid}\n")
         third = service(bsroot)
@@ -382,7 +387,7 @@ async def test_external_mode_pushes_to_a_registry_it_does_not_run(
             )
         )
     )
-    other = subprocess.Popen(
+    other = subprocess.Popen(  # noqa: ASYNC220 (starting a process does not wait for it)
         ["/usr/bin/docker-registry", "serve", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -392,8 +397,10 @@ async def test_external_mode_pushes_to_a_registry_it_does_not_run(
         await registry.start()
         await until(lambda: registry.push_done, "push")
         status = registry.status()
-        assert status["backend"] == "external" and status["state"] == "ready", status
-        assert status["instance"] is None and status["registry"] == external
+        assert status["backend"] == "external", status
+        assert status["state"] == "ready", status
+        assert status["instance"] is None
+        assert status["registry"] == external
         assert states(status) == {"kube.tar": "pushed"}
         image = status["archives"][0]["images"][0]
         assert image["reference"] == f"{external}/registry.k8s.io/pause:3.9"
@@ -440,7 +447,8 @@ def test_the_daemon_runs_the_registry_and_pushes(netlab: NetLab, bsroot: Path) -
 
     wait_until(lambda: registry()["push_done"], timeout=TIMEOUT, what="push done")
     status = registry()
-    assert status["backend"] == "binary" and status["state"] == "ready", status
+    assert status["backend"] == "binary", status
+    assert status["state"] == "ready", status
     assert states(status) == {"a-kube.tar": "pushed", "b-flannel.tar": "pushed"}
     pid = status["instance"]["pid"]
     ca = str(bsroot / "tls" / "ca.pem")
@@ -468,7 +476,8 @@ def test_the_daemon_runs_the_registry_and_pushes(netlab: NetLab, bsroot: Path) -
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0, daemon.output
     assert gone(pid), "the registry outlived the daemon"
-    assert "registry ready" in daemon.output and "pushed a-kube.tar" in daemon.output
+    assert "registry ready" in daemon.output
+    assert "pushed a-kube.tar" in daemon.output
 
 
 # -- docker mode ----------------------------------------------------------------------------------
@@ -562,7 +571,7 @@ async def test_docker_mode_loads_runs_pushes_and_removes(site: Namespace, tmp_pa
     try:
         engine = DockerDaemon.start(tmp_path / "docker")
     except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine can run here: {exc}")
+        unavailable(f"no Docker engine can run here: {exc}")
     with engine:
         await _docker_mode(bsroot, engine)
 
@@ -586,11 +595,13 @@ async def _docker_mode(bsroot: Path, engine: DockerDaemon) -> None:
     try:
         await until(lambda: registry.push_done or registry.state == "failed", "push")
         status = registry.status()
-        assert status["backend"] == "docker" and status["state"] == "ready", status
+        assert status["backend"] == "docker", status
+        assert status["state"] == "ready", status
         assert states(status) == {"cluster.tar": "pushed", "registry.tar": "pushed"}
         await pull_back(bsroot, "registry.k8s.io/pause:3.9", PAUSE)
         inspect = container()
-        assert inspect is not None and inspect["State"]["Running"] is True
+        assert inspect is not None
+        assert inspect["State"]["Running"] is True
         assert inspect["HostConfig"]["NetworkMode"] == "host"
         assert inspect["Config"]["Labels"][LABEL] == "registry"
         binds = inspect["HostConfig"]["Binds"]
@@ -619,7 +630,8 @@ async def _docker_mode(bsroot: Path, engine: DockerDaemon) -> None:
         assert status["state"] == "ready", status
         assert states(status) == {"cluster.tar": "present", "registry.tar": "present"}
         running = container()
-        assert running is not None and running["Id"] != stale["Id"]
+        assert running is not None
+        assert running["Id"] != stale["Id"]
     finally:
         await registry.stop()
     assert container() is None
@@ -636,5 +648,6 @@ async def _docker_mode(bsroot: Path, engine: DockerDaemon) -> None:
     finally:
         await registry.stop()
     left = container()
-    assert left is not None and left["Id"] == foreign["Id"]
+    assert left is not None
+    assert left["Id"] == foreign["Id"]
     engine.docker("rm", CONTAINER_NAME)

@@ -110,7 +110,8 @@ def test_every_size_arrives_byte_identical(netlab: NetLab, bsroot: Path, client:
     for field in ("client=10.77.0.10:", "size=1048576", "duration=", "mib_per_s="):
         assert field in line, line
     if "windowsize" in client:
-        assert "windowsize" in line and "blksize" in line, line
+        assert "windowsize" in line, line
+        assert "blksize" in line, line
 
 
 @pytest.mark.parametrize("client", ["tftp-hpa", "atftp-windowsize-16"])
@@ -121,7 +122,8 @@ def test_a_file_past_block_number_rollover(netlab: NetLab, bsroot: Path, client:
     data = lab.put_file("big.img", 33 * 2**20 + 7)
     out = lab.out / "big.img"
     result = fetch(lab, client, "big.img", out)
-    assert out.exists() and out.stat().st_size == len(data), result.stdout + result.stderr
+    assert out.exists(), result.stdout + result.stderr
+    assert out.stat().st_size == len(data), result.stdout + result.stderr
     assert out.read_bytes() == data
 
 
@@ -216,7 +218,8 @@ def test_refusals_each_get_their_error_and_serving_goes_on(
     }
     for case, packet in cases.items():
         replies = lab.probe("send", SERVER, packet)
-        assert isinstance(replies, list) and len(replies) == 1, (case, replies)
+        assert isinstance(replies, list), (case, replies)
+        assert len(replies) == 1, (case, replies)
         assert _error_code(replies[0][1]) == expected[case], case
     # Garbage is dropped without an answer: too short, unknown opcode, RRQ without terminators,
     # an ACK and a DATA sent to port 69, an empty datagram.
@@ -225,7 +228,8 @@ def test_refusals_each_get_their_error_and_serving_goes_on(
     # The missing file is logged with the client and the path.
     wait_until(lambda: "file=no-such-file" in lab.daemon.output)
     line = next(x for x in lab.daemon.output.splitlines() if "file=no-such-file" in x)
-    assert "client=10.77.0.10:" in line and "not found" in line
+    assert "client=10.77.0.10:" in line
+    assert "not found" in line
     # A write through a real client is refused too.
     (tmp_path / "upload").write_text("x")
     result = lab.cli.run(["tftp", SERVER, "-c", "put", str(tmp_path / "upload"), "up"])
@@ -266,7 +270,8 @@ def test_a_strangers_packet_gets_error_5_and_the_transfer_goes_on(
     assert isinstance(result, dict)
     assert _error_code(result["stranger_reply"]) == 5
     assert bytes.fromhex(result["data"]) == data
-    assert len(result["ports"]) == 1 and result["ports"][0] != 69  # its own ephemeral port
+    assert len(result["ports"]) == 1
+    assert result["ports"][0] != 69
 
 
 def test_transfer_recorded_in_the_machines_timeline(netlab: NetLab, bsroot: Path) -> None:

@@ -178,7 +178,8 @@ def test_dnsmasq_configuration(example: ClusterModel, tmp_path: Path) -> None:
     no_ra = dnsmasq_conf(run_dir, tftp, net, target, ra=False).splitlines()
     assert "enable-ra" not in no_ra
     assert not any("ra-only" in line for line in no_ra)
-    assert "no-ping" in no_ra and "dhcp-option=tag:ipxe,encap:175,176,1b" in no_ra
+    assert "no-ping" in no_ra
+    assert "dhcp-option=tag:ipxe,encap:175,176,1b" in no_ra
     assert set(lines) - set(no_ra) == {
         "enable-ra",
         "dhcp-range=::,constructor:bs0,ra-only,64,1h",
@@ -232,7 +233,8 @@ Serving HTTP on 10.77.0.1 port 80 (http://10.77.0.1:80/) ...
 
 def test_access_log_parsing() -> None:
     parsed = [parse_access(line) for line in LOG.splitlines()]
-    assert parsed[0] is None and parsed[2] is None
+    assert parsed[0] is None
+    assert parsed[2] is None
     first = parsed[1]
     assert first is not None
     assert (first.client, first.method, first.path, first.status) == (
@@ -242,9 +244,11 @@ def test_access_log_parsing() -> None:
         200,
     )
     post = parsed[3]
-    assert post is not None and (post.method, post.status) == ("POST", 501)
+    assert post is not None
+    assert (post.method, post.status) == ("POST", 501)
     last = parsed[5]
-    assert last is not None and last.path == "/ignition/52:54:00:77:00:10.json"
+    assert last is not None
+    assert last.path == "/ignition/52:54:00:77:00:10.json"
     assert parse_access('1.2.3.4 - - [x] "GET /a HTTP/1.0" 404 -\n') is not None
 
 
@@ -270,7 +274,8 @@ def test_log_watch_sees_the_config_fetch_once(tmp_path: Path) -> None:
     watch.poll()
     first = seen(watch)
     assert first is not None
-    assert watch.line is not None and "GET /ignition/52:54:00:77:00:10.json" in watch.line
+    assert watch.line is not None
+    assert "GET /ignition/52:54:00:77:00:10.json" in watch.line
     with log.open("a") as out:
         out.write(lines[5])
     watch.poll()
@@ -312,12 +317,16 @@ def test_medians_ranges_and_ratios() -> None:
     assert (theirs.fetched_s.median, theirs.off_s.median) == (9.0, 9.5)
     assert ours.router_advertisements == "yes"
     fetched, off = ratios(summaries)
-    assert fetched.ratio == pytest.approx(8.0 / 9.0) and fetched.met is True
-    assert off.ratio == pytest.approx(8.3 / 9.5) and off.met is True
+    assert fetched.ratio == pytest.approx(8.0 / 9.0)
+    assert fetched.met is True
+    assert off.ratio == pytest.approx(8.3 / 9.5)
+    assert off.met is True
     slower = ratios(summarise([result("bootstrapperd", 1, 20.0, 21.0), *boots()[1:3]]))
-    assert slower[0].ratio == pytest.approx(20.0 / 9.0) and slower[0].met is False
+    assert slower[0].ratio == pytest.approx(20.0 / 9.0)
+    assert slower[0].met is False
     alone = ratios(summarise(boots()[:1]))
-    assert alone[0].ratio is None and alone[0].met is None
+    assert alone[0].ratio is None
+    assert alone[0].met is None
 
 
 def test_table() -> None:

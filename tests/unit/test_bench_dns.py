@@ -99,8 +99,10 @@ def test_query_files_and_their_checks(tmp_path: Path) -> None:
     assert (
         files["forwarded"].read_text().splitlines()[-1] == f"host{UPSTREAM_NAMES}.upstream.test A"
     )
-    assert ROWS["local"].target_ratio == 0.5 and not ROWS["local"].warm_up
-    assert ROWS["forwarded"].target_ratio is None and ROWS["forwarded"].warm_up
+    assert ROWS["local"].target_ratio == 0.5
+    assert not ROWS["local"].warm_up
+    assert ROWS["forwarded"].target_ratio is None
+    assert ROWS["forwarded"].warm_up
 
 
 def test_dig_answers_and_which_checks_they_miss() -> None:
@@ -225,13 +227,15 @@ def test_medians_skip_failed_runs_and_ratios_meet_targets() -> None:
     assert ours.cpu_us_per_query == pytest.approx(
         (1e6 * 5 / 600000 + 1e6 * 5 / 500000) / 2, rel=1e-6
     )
-    assert ours.upstream_queries == 0 and ours.server_rcvbuf_drops == 3
+    assert ours.upstream_queries == 0
+    assert ours.server_rcvbuf_drops == 3
 
     by_row = {r.row: r for r in ratios(summaries)}
     assert by_row["local"].ratio == pytest.approx(0.55)
     assert by_row["local"].met is True
     assert by_row["forwarded"].ratio == pytest.approx(0.4)
-    assert by_row["forwarded"].target is None and by_row["forwarded"].met is None
+    assert by_row["forwarded"].target is None
+    assert by_row["forwarded"].met is None
 
     table = render_table(summaries, results, 30)
     assert "dnsperf -l 30 -T 1 -c 4 -q 100" in table
@@ -248,7 +252,8 @@ def test_a_server_with_no_good_run_has_no_figure() -> None:
     summaries = summarise(results)
     assert summaries[0].qps is None
     (ratio,) = ratios(summaries)
-    assert ratio.ratio is None and ratio.met is None
+    assert ratio.ratio is None
+    assert ratio.met is None
     table = render_table(summaries, results, 30)
     assert "FAILED" in table.splitlines()[2]
     assert "not measured" in table
@@ -262,7 +267,8 @@ def test_command_line_defaults_and_choices() -> None:
     assert args.duration == 30
     assert args.servers == ["bootstrapperd", "dnsmasq"]
     assert args.rows == ["local", "forwarded"]
-    assert args.json is None and not args.keep_scratch
+    assert args.json is None
+    assert not args.keep_scratch
     quick = build_parser().parse_args(["--repeats", "1", "--duration", "10", "--rows", "local"])
     assert (quick.repeats, quick.duration, quick.rows) == (1, 10, ["local"])
     with pytest.raises(SystemExit):

@@ -327,7 +327,8 @@ def test_a_lab_failure_reports_nothing_unless_the_benchmark_keeps_partial_result
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.endswith("bench.fake: veth gone\n")
-    assert labs[0].torn_down and not labs[0].scratch.exists()
+    assert labs[0].torn_down
+    assert not labs[0].scratch.exists()
 
     bench, labs = make_bench(serve=failing_serve(LabError("veth gone")), keeps_partial=True)
     assert run(bench, []) == 1
@@ -345,7 +346,8 @@ def test_ctrl_c_is_raised_or_reported(capsys: pytest.CaptureFixture[str]) -> Non
     bench, labs = make_bench(serve=failing_serve(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(bench, [])
-    assert labs[0].torn_down and not labs[0].scratch.exists()
+    assert labs[0].torn_down
+    assert not labs[0].scratch.exists()
     capsys.readouterr()
 
     bench, labs = make_bench(serve=failing_serve(KeyboardInterrupt()), keeps_partial=True)
@@ -385,7 +387,8 @@ def test_run_conditions() -> None:
         "cpu_affinity",
         "tools",
     ]
-    assert conditions["loadavg_after"] == (4.0, 5.0, 6.0) and conditions["tools"] == {"ref": "1.0"}
+    assert conditions["loadavg_after"] == (4.0, 5.0, 6.0)
+    assert conditions["tools"] == {"ref": "1.0"}
     with pytest.raises(LabError):
         _ = result.lab
 
@@ -582,7 +585,7 @@ def test_text_table_pads_and_aligns() -> None:
         "single   900.0  none",
         "many    2300.0  ≥ 0.90",
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shorter"):
         text_table(columns, [["too", "few"]])
 
 

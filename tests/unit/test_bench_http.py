@@ -64,7 +64,8 @@ def test_command_line_defaults_and_choices() -> None:
     assert args.servers == ["bootstrapperd", "nginx"]
     assert args.client == "curl"
     assert args.timeout == 600
-    assert args.json is None and not args.keep_scratch
+    assert args.json is None
+    assert not args.keep_scratch
     args = build_parser().parse_args(
         ["--repeats", "1", "--clients", "10", "--size-mib", "16", "--servers", "nginx"]
     )
@@ -120,22 +121,26 @@ def test_nginx_configuration(tmp_path: Path) -> None:
     # Nothing outside the run directory: every temp path is in it, no include of /etc/nginx.
     for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{directive}_temp_path {run_dir}/{directive};" in text
-    assert "/etc/nginx" not in text and "/var/" not in text
+    assert "/etc/nginx" not in text
+    assert "/var/" not in text
     assert text.count("{") == text.count("}")
     assert "listen 127.0.0.1:8080;" in nginx_conf(run_dir, html, "127.0.0.1", 8080)
 
 
 def test_client_commands() -> None:
     argv = curl_argv(URL, 600)
-    assert argv[0] == "curl" and argv[-1] == "http://10.91.0.1/static/bench/image.bin"
+    assert argv[0] == "curl"
+    assert argv[-1] == "http://10.91.0.1/static/bench/image.bin"
     assert argv[argv.index("-o") + 1] == "/dev/null"
     assert argv[argv.index("-w") + 1] == "%{size_download} %{http_code}"
     assert argv[argv.index("--noproxy") + 1] == "*"  # never through a proxy from the environment
     assert argv[argv.index("--max-time") + 1] == "600"
     head = head_check_argv(URL)
-    assert "-I" in head and head[head.index("-w") + 1] == "%{http_code} %header{content-length}"
+    assert "-I" in head
+    assert head[head.index("-w") + 1] == "%{http_code} %header{content-length}"
     launcher = launcher_argv("curl", URL, 100, 600)
-    assert launcher[1] == "-c" and "client_main" in launcher[2]
+    assert launcher[1] == "-c"
+    assert "client_main" in launcher[2]
     assert launcher[3:] == ["curl", URL, "100", "600"]
 
 
@@ -149,7 +154,7 @@ def test_curl_and_launcher_output_parsing() -> None:
         {"downloads": [d.__dict__ for d in downloads], "client_cpu_s": 1.25}
     )
     assert parse_launcher_output(text) == (downloads, 1.25)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Expecting value"):
         parse_launcher_output("Traceback …")
 
 
@@ -176,13 +181,15 @@ def test_aggregate_has_no_figure_unless_every_download_is_whole() -> None:
     assert agg.errors == [f"1 of 2 downloads failed, e.g. status 200, {SIZE - 1} of {SIZE} bytes"]
 
     not_found = aggregate([Download(0.0, 0.1, 19, 404)], SIZE, 1)
-    assert not_found.mib_per_s is None and "status 404" in not_found.errors[0]
+    assert not_found.mib_per_s is None
+    assert "status 404" in not_found.errors[0]
 
     curl_error = aggregate([Download(0.0, 0.1, 0, 0, "curl exited with status 7")], SIZE, 1)
     assert curl_error.errors == ["1 of 1 downloads failed, e.g. curl exited with status 7"]
 
     missing = aggregate([Download(0.0, 1.0, SIZE, 200)], SIZE, 2)
-    assert missing.mib_per_s is None and missing.errors == ["1 downloads reported, expected 2"]
+    assert missing.mib_per_s is None
+    assert missing.errors == ["1 downloads reported, expected 2"]
 
     assert aggregate([], SIZE, 1).errors == ["0 downloads reported, expected 1"]
 
@@ -213,12 +220,16 @@ def test_medians_ratios_and_table() -> None:
     ours_many = summaries[2]
     assert ours_many.mib_per_s == 2300.0  # the failed repeat is left out
     assert (ours_many.ok, ours_many.runs) == (2, 3)
-    assert summaries[0].mib_per_s == 900.0 and summaries[1].mib_per_s == 1500.0
+    assert summaries[0].mib_per_s == 900.0
+    assert summaries[1].mib_per_s == 1500.0
 
     single, many = ratios(summaries)
-    assert single.ratio == pytest.approx(0.6) and single.target is None and single.met is None
+    assert single.ratio == pytest.approx(0.6)
+    assert single.target is None
+    assert single.met is None
     assert many.ratio == pytest.approx(2300 / 2600)
-    assert many.target == 0.9 and many.met is False
+    assert many.target == 0.9
+    assert many.met is False
 
     table = render_table(summaries, results, SIZE, "curl", 3).splitlines()
     assert table[0].startswith("HTTP, 256 MiB file, veth MTU 1500, clients: curl processes")
@@ -261,7 +272,8 @@ def test_a_server_with_no_good_run_has_no_figure() -> None:
     summaries = summarise(results)
     assert summaries[0].mib_per_s is None
     (ratio,) = ratios(summaries)
-    assert ratio.ratio is None and ratio.met is None
+    assert ratio.ratio is None
+    assert ratio.met is None
     table = render_table(summaries, results, SIZE)
     assert table.splitlines()[2].split() == [
         "100",

@@ -76,7 +76,8 @@ def test_payload_and_download_check(tmp_path: Path) -> None:
     assert check_download(same, payload) is None
 
     missing = check_download(tmp_path / "nope.bin", payload)
-    assert missing is not None and "no downloaded file" in missing
+    assert missing is not None
+    assert "no downloaded file" in missing
 
     short = tmp_path / "short.bin"
     short.write_bytes(data[:-1])
@@ -87,7 +88,8 @@ def test_payload_and_download_check(tmp_path: Path) -> None:
     flipped = tmp_path / "flipped.bin"
     flipped.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     different = check_download(flipped, payload)
-    assert different is not None and different.startswith("sha256 ")
+    assert different is not None
+    assert different.startswith("sha256 ")
 
 
 def test_medians_skip_failed_fetches_and_ratios_meet_targets() -> None:
@@ -136,7 +138,8 @@ def test_a_server_with_no_good_fetch_has_no_figure() -> None:
     summaries = summarise(results)
     assert summaries[0].mib_per_s is None
     (ratio,) = ratios(summaries)
-    assert ratio.ratio is None and ratio.met is None
+    assert ratio.ratio is None
+    assert ratio.met is None
     table = render_table(summaries, results, 64 * 1024 * 1024)
     assert "FAILED" in table.splitlines()[2]
     assert "not measured" in table

@@ -115,7 +115,8 @@ def test_sans_of_the_example(kind: str, mac: str | None, want: list[str], pki: C
     if mac is not None:
         got = pki.node(model, mac)
         issued = got.worker if kind == "worker" else got.apiserver
-    assert issued is not None and sans(issued) == want
+    assert issued is not None
+    assert sans(issued) == want
 
 
 def test_sans_of_sextant_sample(pki: ClusterPKI) -> None:
@@ -171,9 +172,13 @@ def test_subjects_usages_keys_and_validity(pki: ClusterPKI) -> None:
     assert name(ca, NameOID.COMMON_NAME) == ["bootstrapperd cluster CA (cluster.example)"]
     assert ca.issuer == ca.subject
     basic = ca.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert basic.critical and basic.value.ca and basic.value.path_length == 0
+    assert basic.critical
+    assert basic.value.ca
+    assert basic.value.path_length == 0
     usage = ca.extensions.get_extension_for_class(x509.KeyUsage)
-    assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
+    assert usage.critical
+    assert usage.value.key_cert_sign
+    assert usage.value.crl_sign
     assert not usage.value.digital_signature
     assert ca.not_valid_after_utc - ca.not_valid_before_utc >= dt.timedelta(days=3650)
     node = pki.node(model, MASTER_MAC)
@@ -191,15 +196,19 @@ def test_subjects_usages_keys_and_validity(pki: ClusterPKI) -> None:
         assert cert.issuer == ca.subject
         assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == eku
         basic = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-        assert basic.critical and not basic.value.ca
+        assert basic.critical
+        assert not basic.value.ca
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
-        assert usage.critical and usage.value.digital_signature and not usage.value.key_cert_sign
+        assert usage.critical
+        assert usage.value.digital_signature
+        assert not usage.value.key_cert_sign
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         assert aki.key_identifier == ski(ca)
         assert ski(cert)
         assert isinstance(cert.signature_hash_algorithm, hashes.SHA256)
         key = cert.public_key()
-        assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        assert key.curve.name == "secp256r1"
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         assert before - dt.timedelta(minutes=6) < start <= before - dt.timedelta(minutes=4)
         assert end - start == dt.timedelta(days=365, minutes=5)
@@ -260,10 +269,12 @@ def test_ca_and_bootstrapper_are_never_overwritten(
     with caplog.at_level(logging.WARNING, logger="bootstrapperd.tls"):
         pki.ensure_all(changed)
         assert ClusterPKI(pki.tls_dir).bootstrapper(changed) == boot
-    assert pki.ca() == ca and ClusterPKI(pki.tls_dir).ca(changed) == ca
+    assert pki.ca() == ca
+    assert ClusterPKI(pki.tls_dir).ca(changed) == ca
     assert pki.bootstrapper(changed) == boot
     warnings = [r.getMessage() for r in caplog.records if r.name == "bootstrapperd.tls"]
-    assert warnings and "bootstrapper.pem is kept" in warnings[0]
+    assert warnings
+    assert "bootstrapper.pem is kept" in warnings[0]
     for missing in ("registry", "registry.other.example", "10.77.0.2", "CN is 'bootstrapper'"):
         assert missing in warnings[0]
     # the new domain changes every worker's FQDN: those are re-issued, under the old CA
@@ -285,15 +296,18 @@ def test_new_master_reissues_apiserver_but_keeps_workers(
     new = pki.node(grown, MASTER_MAC)
     assert new.worker == old.worker
     assert [pki.node(grown, n.mac).worker for n in model.nodes] == others
-    assert old.apiserver is not None and new.apiserver is not None
+    assert old.apiserver is not None
+    assert new.apiserver is not None
     assert new.apiserver.cert_pem != old.apiserver.cert_pem
     assert new.apiserver.key_pem != old.apiserver.key_pem
     assert {"master2", "master2.cluster.example", "10.77.0.20"} <= set(sans(new.apiserver))
     second = pki.node(grown, "52:54:00:77:00:20").apiserver
-    assert second is not None and sans(second) == sans(new.apiserver)
+    assert second is not None
+    assert sans(second) == sans(new.apiserver)
     reissued = [r.getMessage() for r in caplog.records if "re-issued" in r.getMessage()]
     assert len(reissued) == 1
-    assert "apiserver.pem" in reissued[0] and "SANs lack" in reissued[0]
+    assert "apiserver.pem" in reissued[0]
+    assert "SANs lack" in reissued[0]
     assert "master2.cluster.example" in reissued[0]
 
 
@@ -446,8 +460,10 @@ def test_cached_cert_is_renewed_when_its_time_comes(
 def test_service_account_key_is_made_once(pki: ClusterPKI) -> None:
     pem = pki.service_account_key()
     path = pki.tls_dir / "service-account-key.pem"
-    assert path.read_bytes() == pem and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes() == pem
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = serialization.load_pem_private_key(pem, password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
     pki.ensure_all(example())
     assert ClusterPKI(pki.tls_dir).service_account_key() == pem

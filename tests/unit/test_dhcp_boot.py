@@ -52,7 +52,8 @@ def test_other_architectures_only_when_bsroot_has_the_binary(
     assert f"bsroot has no {file}" in caplog.text
     (policy.tftpboot / file).write_bytes(b"efi")
     boot = policy.choose(pxe_discover(MAC, arch))
-    assert boot is not None and boot.file == file
+    assert boot is not None
+    assert boot.file == file
 
 
 @pytest.mark.parametrize(("arch", "file"), [(16, "ipxe.efi"), (19, "ipxe-arm64.efi")])

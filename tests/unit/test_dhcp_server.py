@@ -97,7 +97,8 @@ def restart(lab: Lab) -> Lab:
 def test_static_reservation_is_offered_to_its_machine(make: Factory) -> None:
     lab = make()
     outcome = lab.handle(request(MessageType.DISCOVER, MASTER))
-    assert outcome.reply is not None and outcome.reply_type is MessageType.OFFER
+    assert outcome.reply is not None
+    assert outcome.reply_type is MessageType.OFFER
     assert outcome.reply.yiaddr == IPv4Address("10.77.0.10")
     assert outcome.reply.options[Opt.HOSTNAME] == b"master1"
 
@@ -146,7 +147,8 @@ def test_pool_exhausted_no_offer_warning_and_metric(
     lab.bind(STRANGER)
     lab.bind(OTHER)
     outcome = lab.handle(request(MessageType.DISCOVER, "52:54:00:aa:00:03"))
-    assert outcome.reply is None and outcome.note == "no free address"
+    assert outcome.reply is None
+    assert outcome.note == "no free address"
     assert lab.backend.counters["pool_exhausted"] == 1
     assert "pool exhausted" in caplog.text
     assert "52:54:00:aa:00:03" in str([r.__dict__.get("fields") for r in caplog.records])
@@ -172,7 +174,8 @@ def test_unanswered_offer_is_held_then_freed(make: Factory) -> None:
 def test_unknown_machines_ignored_when_the_model_says_so(make: Factory) -> None:
     lab = make({"unknown_machines: allow": "unknown_machines: ignore"})
     ignored = lab.handle(request(MessageType.DISCOVER, STRANGER))
-    assert ignored.reply is None and "not admitted" in ignored.note
+    assert ignored.reply is None
+    assert "not admitted" in ignored.note
     assert lab.handle(request(MessageType.DISCOVER, WORKER)).reply is not None
 
 
@@ -188,10 +191,13 @@ def test_selecting_request_acks_and_binds_durably(make: Factory) -> None:
             MessageType.REQUEST, WORKER, requested=str(offer.reply.yiaddr), server_id="10.77.0.1"
         )
     )
-    assert ack.reply is not None and ack.reply_type is MessageType.ACK and ack.durable
+    assert ack.reply is not None
+    assert ack.reply_type is MessageType.ACK
+    assert ack.durable
     assert ack.reply.yiaddr == offer.reply.yiaddr
     lease = lab.leases.of(WORKER)
-    assert lease is not None and lease.state is LeaseState.BOUND
+    assert lease is not None
+    assert lease.state is LeaseState.BOUND
     assert lease.expires == T0 + 12 * 3600
     assert lab.db.dirty  # written only once flushed; the endpoint sends the ACK after that
 
@@ -202,7 +208,8 @@ def test_request_for_another_server_is_not_answered(make: Factory) -> None:
     outcome = lab.handle(
         request(MessageType.REQUEST, WORKER, requested="10.77.0.100", server_id="10.77.0.2")
     )
-    assert outcome.reply is None and "chose server 10.77.0.2" in outcome.note
+    assert outcome.reply is None
+    assert "chose server 10.77.0.2" in outcome.note
 
 
 @pytest.mark.parametrize(
@@ -218,7 +225,8 @@ def test_init_reboot_nak_reasons(make: Factory, mac: str, address: str, reason: 
     lab = make()
     lab.bind(STRANGER)  # holds 10.77.0.100
     outcome = lab.handle(request(MessageType.REQUEST, mac, requested=address))
-    assert outcome.reply is not None and outcome.reply_type is MessageType.NAK
+    assert outcome.reply is not None
+    assert outcome.reply_type is MessageType.NAK
     assert outcome.note == reason
     assert outcome.reply.options[Opt.MESSAGE] == reason.encode()
     assert outcome.reply.yiaddr == IPv4Address(0)
@@ -241,19 +249,22 @@ def test_renewing_and_rebinding_ack_to_ciaddr(make: Factory) -> None:
             request(MessageType.REQUEST, WORKER, ciaddr=str(address), broadcast=broadcast),
             T0 + 6 * 3600,
         )
-        assert renew.reply is not None and renew.reply_type is MessageType.ACK
+        assert renew.reply is not None
+        assert renew.reply_type is MessageType.ACK
         assert renew.reply.ciaddr == address
         assert renew.destination is not None
         assert (renew.destination.address, renew.destination.port) == (address, 68)
     lease = lab.leases.of(WORKER)
-    assert lease is not None and lease.expires == T0 + 18 * 3600
+    assert lease is not None
+    assert lease.expires == T0 + 18 * 3600
 
 
 def test_release_frees_the_address_but_remembers_the_machine(make: Factory) -> None:
     lab = make()
     address = lab.bind(STRANGER)
     released = lab.handle(request(MessageType.RELEASE, STRANGER, ciaddr=str(address)))
-    assert released.reply is None and released.note == "released"
+    assert released.reply is None
+    assert released.note == "released"
     other = lab.handle(request(MessageType.DISCOVER, OTHER)).address
     assert other != address  # never-used addresses first
     assert lab.handle(request(MessageType.DISCOVER, STRANGER)).address == address
@@ -283,7 +294,8 @@ def test_decline_quarantines_the_address(make: Factory) -> None:
 def test_inform_gets_options_without_a_lease(make: Factory) -> None:
     lab = make()
     outcome = lab.handle(request(MessageType.INFORM, STRANGER, ciaddr="10.77.0.50"))
-    assert outcome.reply is not None and outcome.reply_type is MessageType.ACK
+    assert outcome.reply is not None
+    assert outcome.reply_type is MessageType.ACK
     assert outcome.reply.yiaddr == IPv4Address(0)
     assert Opt.LEASE_TIME not in outcome.reply.options
     assert outcome.reply.options[Opt.DNS] == IPv4Address("10.77.0.1").packed
@@ -345,7 +357,8 @@ def test_infinite_lease(make: Factory) -> None:
     assert int.from_bytes(outcome.reply.options[Opt.LEASE_TIME], "big") == INFINITE
     assert Opt.RENEWAL_TIME not in outcome.reply.options
     lease = lab.leases.of(WORKER)
-    assert lease is not None and lease.expires is None
+    assert lease is not None
+    assert lease.expires is None
     assert lab.leases.holder(lease.ip, T0 + 10 * 365 * 86400) == WORKER
 
 
@@ -388,7 +401,8 @@ def test_offer_destination_rfc2131_4_1(
 def test_relay_from_another_subnet_is_ignored(make: Factory) -> None:
     lab = make()
     outcome = lab.handle(request(MessageType.DISCOVER, STRANGER, giaddr="192.168.9.1"))
-    assert outcome.reply is None and "another subnet" in outcome.note
+    assert outcome.reply is None
+    assert "another subnet" in outcome.note
 
 
 def test_nak_through_a_relay_goes_to_the_relay_with_broadcast_flag(make: Factory) -> None:
@@ -396,9 +410,11 @@ def test_nak_through_a_relay_goes_to_the_relay_with_broadcast_flag(make: Factory
     outcome = lab.handle(
         request(MessageType.REQUEST, STRANGER, requested="10.77.0.50", giaddr="10.77.0.254")
     )
-    assert outcome.reply is not None and outcome.reply_type is MessageType.NAK
+    assert outcome.reply is not None
+    assert outcome.reply_type is MessageType.NAK
     assert outcome.reply.flags & 0x8000
-    assert outcome.destination is not None and outcome.destination.port == 67
+    assert outcome.destination is not None
+    assert outcome.destination.port == 67
 
 
 def test_server_messages_and_bootp_are_not_answered(make: Factory) -> None:
@@ -419,7 +435,9 @@ def test_leases_survive_a_restart_and_are_not_given_twice(make: Factory) -> None
     lab = restart(lab)
     for mac, address in bound.items():
         lease = lab.leases.of(mac)
-        assert lease is not None and lease.ip == address and lease.state is LeaseState.BOUND
+        assert lease is not None
+        assert lease.ip == address
+        assert lease.state is LeaseState.BOUND
     newcomer = lab.handle(request(MessageType.DISCOVER, "52:54:00:aa:00:09"), T0 + 5)
     assert newcomer.address not in bound.values()
     taken = lab.handle(
@@ -458,9 +476,11 @@ def test_proxy_mode_answers_pxe_clients_with_boot_information_only(make: Factory
     lab = make({"mode: full": "mode: proxy"})
     assert lab.server.handle(request(MessageType.DISCOVER, WORKER), T0) is None  # not PXE
     offer = lab.handle(request(MessageType.DISCOVER, WORKER, arch=0, vendor=PXE_VENDOR))
-    assert offer.reply is not None and offer.reply_type is MessageType.OFFER
+    assert offer.reply is not None
+    assert offer.reply_type is MessageType.OFFER
     assert offer.reply.yiaddr == IPv4Address(0)
-    assert offer.reply.file == b"undionly.kpxe" and offer.reply.siaddr == SERVER
+    assert offer.reply.file == b"undionly.kpxe"
+    assert offer.reply.siaddr == SERVER
     assert offer.reply.options[Opt.VENDOR_CLASS] == b"PXEClient"
     assert Opt.LEASE_TIME not in offer.reply.options
     assert Opt.ROUTER not in offer.reply.options
@@ -471,12 +491,14 @@ def test_proxy_mode_answers_pxe_clients_with_boot_information_only(make: Factory
         MessageType.REQUEST, WORKER, ciaddr="10.77.0.150", arch=7, vendor=PXE_VENDOR
     )
     ack = lab.handle(boot_request, port=PXE_PORT)
-    assert ack.reply is not None and ack.reply_type is MessageType.ACK
+    assert ack.reply is not None
+    assert ack.reply_type is MessageType.ACK
     assert ack.reply.file == b"ipxe.efi"
     assert ack.destination is not None
     assert (ack.destination.address, ack.destination.port) == (IPv4Address("10.77.0.150"), 4011)
     from_port_68 = lab.server.handle(boot_request, T0, PXE_PORT, (IPv4Address("10.77.0.150"), 68))
-    assert from_port_68 is not None and from_port_68.destination is not None
+    assert from_port_68 is not None
+    assert from_port_68.destination is not None
     assert from_port_68.destination.port == 68  # PXE 2.1: the client's source port
 
 

@@ -99,7 +99,8 @@ def same(a: bytes, b: bytes) -> bool:
 def test_local_answers(lab: Lab, name: str, qtype: str, rcode: int, answers: list[str]) -> None:
     reply = lab.ask(q(name, qtype))
     assert reply.header.rcode == rcode
-    assert reply.header.aa == 1 and reply.header.qr == 1
+    assert reply.header.aa == 1
+    assert reply.header.qr == 1
     assert [str(rr.rdata) for rr in reply.rr] == answers
     if not answers and name.endswith(".cluster.example"):
         assert [rr.rtype for rr in reply.auth] == [QTYPE.SOA]  # negative answers carry the SOA
@@ -123,7 +124,9 @@ def test_the_fast_path_gives_what_the_full_path_gives(lab: Lab) -> None:
         again.q.qname = str(query.q.qname).upper()
         fast = lab.resolver.fast(bytes(again.pack()), "10.77.0.10", time.time())
         full = lab.resolver.respond(bytes(again.pack()), "10.77.0.10", tcp=False)
-        assert fast is not None and isinstance(full, bytes) and same(fast, full)
+        assert fast is not None
+        assert isinstance(full, bytes)
+        assert same(fast, full)
         assert DNSRecord.parse(fast).q.qname == again.q.qname  # the client's case echoed
 
 
@@ -147,7 +150,8 @@ def test_an_expired_lease_answers_no_more(lab: Lab) -> None:
     now = time.time()
     lab.leases.bind(IPv4Address("10.77.0.101"), WORKER1, now, now + 2, None, None)
     reply = lab.ask(q("worker1.cluster.example"))
-    assert reply.rr and reply.rr[0].ttl <= 2
+    assert reply.rr
+    assert reply.rr[0].ttl <= 2
     later = now + 3
     assert (
         lab.resolver.fast(bytes(q("worker1.cluster.example").pack()), "10.77.0.10", later) is None
@@ -171,7 +175,8 @@ def test_forwarding_is_only_for_clients_inside(tmp_path: Path) -> None:
     try:
         lab.resolver.forwarder = object()  # type: ignore[assignment]
         inside = lab.resolver.respond(bytes(q("example.com").pack()), "10.77.0.10", tcp=False)
-        assert isinstance(inside, Forward) and inside.name == "example.com."
+        assert isinstance(inside, Forward)
+        assert inside.name == "example.com."
         outside = lab.resolver.respond(bytes(q("example.com").pack()), "192.168.1.5", tcp=False)
         assert isinstance(outside, bytes)
         assert DNSRecord.parse(outside).header.rcode == RCODE.REFUSED
@@ -194,18 +199,23 @@ def test_truncation_over_udp_and_whole_over_tcp(lab: Lab, tmp_path: Path) -> Non
     query = bytes(q("_etcd-server._tcp.cluster.example", "SRV").pack())
     udp = lab.resolver.respond(query, "10.77.0.10", tcp=False)
     tcp = lab.resolver.respond(query, "10.77.0.10", tcp=True)
-    assert isinstance(udp, bytes) and isinstance(tcp, bytes)
-    assert len(udp) <= 512 and DNSRecord.parse(udp).header.tc == 1
+    assert isinstance(udp, bytes)
+    assert isinstance(tcp, bytes)
+    assert len(udp) <= 512
+    assert DNSRecord.parse(udp).header.tc == 1
     whole = DNSRecord.parse(tcp)
-    assert whole.header.tc == 0 and len(whole.rr) == 31
+    assert whole.header.tc == 0
+    assert len(whole.rr) == 31
     # The EDNS size is the limit: 1232 is still too small, 4096 takes it all.
     srv = "_etcd-server._tcp.cluster.example"
     small = lab.resolver.respond(bytes(q(srv, "SRV", edns=True).pack()), "10.77.0.10", tcp=False)
-    assert isinstance(small, bytes) and len(small) <= 1232
+    assert isinstance(small, bytes)
+    assert len(small) <= 1232
     assert DNSRecord.parse(small).header.tc == 1
     large = bytes(q(srv, "SRV", edns=True, size=4096).pack())
     answer = lab.resolver.respond(large, "10.77.0.10", tcp=False)
-    assert isinstance(answer, bytes) and 1232 < len(answer) <= 4096
+    assert isinstance(answer, bytes)
+    assert 1232 < len(answer) <= 4096
     assert DNSRecord.parse(answer).header.tc == 0
 
 
@@ -213,7 +223,8 @@ def test_formerr_notimp_badvers_and_responses_dropped(lab: Lab) -> None:
     resolver = lab.resolver
     broken = bytes(q("master1.cluster.example").pack())[:20]
     formerr = resolver.respond(broken, "10.77.0.10", tcp=False)
-    assert isinstance(formerr, bytes) and formerr[3] & 0x0F == RCODE.FORMERR
+    assert isinstance(formerr, bytes)
+    assert formerr[3] & 0x0F == RCODE.FORMERR
     assert resolver.respond(b"\x00" * 5, "10.77.0.10", tcp=False) is None
     response = bytes(DNSRecord.parse(bytes(q("master1.cluster.example").pack())).reply().pack())
     assert resolver.respond(response, "10.77.0.10", tcp=False) is None

@@ -32,7 +32,8 @@ def test_reload_good_and_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     path.write_text(EXAMPLE.read_text() + "  - mac: 52:54:00:zz\n")
     with caplog.at_level(logging.ERROR, logger="bootstrapperd"):
         assert holder.reload() is False
-    assert holder.generation == 2 and len(holder.model.nodes) == 4
+    assert holder.generation == 2
+    assert len(holder.model.nodes) == 4
     assert holder.digest == good_digest
     assert len(seen) == 1
     assert any(

@@ -3,6 +3,7 @@ access to private keys, the node API and its progress, metrics, the mirror."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bootstrapperd.bsroot.layout import Bsroot
 from bootstrapperd.bsroot.pki import ClusterPKI
+from bootstrapperd.machines.events import EventKind, Source
 from bootstrapperd.model import load_cluster_file
 from bootstrapperd.pack import init_bsroot
 from bootstrapperd.render import Renderer
@@ -152,7 +154,9 @@ async def test_key_files_match_the_certificates(root: Bsroot) -> None:
         key = await (await served.client.get(f"/tls/{WORKER}/worker-key.pem")).read()
         cert = await (await served.client.get(f"/tls/{WORKER}/worker.pem")).read()
         ca = await (await served.client.get("/tls/ca.pem")).read()
-        assert b"PRIVATE KEY" in key and b"CERTIFICATE" in cert and b"CERTIFICATE" in ca
+        assert b"PRIVATE KEY" in key
+        assert b"CERTIFICATE" in cert
+        assert b"CERTIFICATE" in ca
         assert cert == (root.tls / "nodes" / "52-54-00-77-00-11" / "worker.pem").read_bytes()
         assert b"PRIVATE" not in ca
 
@@ -187,12 +191,18 @@ async def test_install_sh_passes_shellcheck_for_flatcar_and_coreos(root: Bsroot)
     edit(root, "os:\n  name: flatcar", "os:\n  name: coreos")
     async with serve(root) as served:
         coreos = await (await served.client.get("/install.sh")).text()
-    assert "flatcar-install" in flatcar and "/ignition/$MAC.json" in flatcar
-    assert "coreos-install" in coreos and "/cloud-config/$MAC.yml" in coreos
+    assert "flatcar-install" in flatcar
+    assert "/ignition/$MAC.json" in flatcar
+    assert "coreos-install" in coreos
+    assert "/cloud-config/$MAC.yml" in coreos
     for script in (flatcar, coreos):
         assert script.startswith("#!/bin/sh\n")
-        result = subprocess.run(
-            ["shellcheck", "-s", "sh", "-"], input=script, text=True, capture_output=True
+        result = await asyncio.to_thread(
+            subprocess.run,
+            ["shellcheck", "-s", "sh", "-"],
+            input=script,
+            text=True,
+            capture_output=True,
         )
         assert result.returncode == 0, result.stdout
         assert '-b "$MIRROR"' in script
@@ -228,12 +238,14 @@ async def test_mirror_range_etag_head(root: Bsroot) -> None:
         assert await full.read() == data
         etag = full.headers["ETag"]
         part = await client.get(url, headers={"Range": "bytes=1000-1999"})
-        assert part.status == 206 and await part.read() == data[1000:2000]
+        assert part.status == 206
+        assert await part.read() == data[1000:2000]
         assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
         same = await client.get(url, headers={"If-None-Match": etag})
         assert same.status == 304
         head = await client.head(url)
-        assert head.status == 200 and int(head.headers["Content-Length"]) == len(data)
+        assert head.status == 200
+        assert int(head.headers["Content-Length"]) == len(data)
         # A symlink out of the mirror is not followed.
         (root.html_static / "escape").symlink_to(root.cluster_desc)
         assert (await client.get("/static/escape")).status == 404
@@ -262,10 +274,13 @@ async def test_node_api_follows_a_boot(root: Bsroot) -> None:
             "52-54-00-77-00-12",
         ]
         assert nodes["counts"]["not-seen"] == 3
-        assert nodes["stages"][0] == "dhcp" and nodes["stages"][-1] == "installed"
+        assert nodes["stages"][0] == "dhcp"
+        assert nodes["stages"][-1] == "installed"
         now = time.time()
-        timeline.record(WORKER, now, "dhcp", "ack", ip="127.0.0.1", boot_file="undionly.kpxe")
-        timeline.record(WORKER, now, "tftp", "transfer", file="undionly.kpxe")
+        timeline.record(
+            WORKER, now, Source.DHCP, EventKind.ACK, ip="127.0.0.1", boot_file="undionly.kpxe"
+        )
+        timeline.record(WORKER, now, Source.TFTP, EventKind.TRANSFER, file="undionly.kpxe")
         served.act_as(WORKER)
         steps = [
             (f"/ipxe/{WORKER}", "ipxe-script"),
@@ -279,7 +294,8 @@ async def test_node_api_follows_a_boot(root: Bsroot) -> None:
         response = await client.post(f"/api/v1/nodes/{WORKER}/report", data={"event": "installed"})
         assert response.status == 200
         node = await (await client.get(f"/api/v1/nodes/{WORKER.replace(':', '-')}")).json()
-        assert node["stage"] == "installed" and node["failed"] is False
+        assert node["stage"] == "installed"
+        assert node["failed"] is False
         assert node["roles"] == ["ingress", "worker"]
         assert node["lease"]["ip"] == "127.0.0.1"
         kinds = [(e["source"], e["kind"]) for e in node["timeline"]]
@@ -293,11 +309,15 @@ async def test_node_api_follows_a_boot(root: Bsroot) -> None:
         ]
         assert node["timeline"][2]["status"] == 200
         # A machine not in the model shows up once seen; a failure is flagged.
-        timeline.record(STRANGER, time.time(), "tftp", "transfer_failed", file="ipxe.efi")
+        timeline.record(
+            STRANGER, time.time(), Source.TFTP, EventKind.TRANSFER_FAILED, file="ipxe.efi"
+        )
         nodes = await (await client.get("/api/v1/nodes")).json()
         stranger = nodes["nodes"][-1]
-        assert stranger["mac"] == STRANGER and stranger["known"] is False
-        assert stranger["failed"] is True and stranger["stage"] is None
+        assert stranger["mac"] == STRANGER
+        assert stranger["known"] is False
+        assert stranger["failed"] is True
+        assert stranger["stage"] is None
         assert nodes["counts"]["installed"] == 1
         # Reports only from the machine itself, and only known events.
         assert (
@@ -312,19 +332,22 @@ async def test_a_new_network_boot_starts_a_new_attempt(root: Bsroot) -> None:
     async with serve(root) as served:
         timeline = served.context.timeline
         now = time.time()
-        for source, kind, detail in [
-            ("dhcp", "ack", {"boot_file": "undionly.kpxe"}),
-            ("tftp", "transfer", {"file": "undionly.kpxe"}),
-            ("dhcp", "ack", {"boot_file": "http://10.77.0.1/ipxe/${mac:hexhyp}"}),
-            ("http", "ipxe-script", {"status": 200}),
-            ("http", "kernel", {"status": 200}),
-        ]:
+        steps: list[tuple[Source, EventKind, dict[str, object]]] = [
+            (Source.DHCP, EventKind.ACK, {"boot_file": "undionly.kpxe"}),
+            (Source.TFTP, EventKind.TRANSFER, {"file": "undionly.kpxe"}),
+            (Source.DHCP, EventKind.ACK, {"boot_file": "http://10.77.0.1/ipxe/${mac:hexhyp}"}),
+            (Source.HTTP, EventKind.IPXE_SCRIPT, {"status": 200}),
+            (Source.HTTP, EventKind.KERNEL, {"status": 200}),
+        ]
+        for source, kind, detail in steps:
             timeline.record(PLAIN, now, source, kind, **detail)
         assert timeline.progress(PLAIN).name == "kernel"
-        timeline.record(PLAIN, now, "dhcp", "ack", boot_file="undionly.kpxe")
+        timeline.record(PLAIN, now, Source.DHCP, EventKind.ACK, boot_file="undionly.kpxe")
         assert timeline.progress(PLAIN).name == "dhcp"
-        timeline.record(PLAIN, now, "install", "installed")
-        timeline.record(PLAIN, now, "dhcp", "ack")  # booting from its disk: no boot file
+        timeline.record(PLAIN, now, Source.INSTALL, EventKind.INSTALLED)
+        timeline.record(
+            PLAIN, now, Source.DHCP, EventKind.ACK
+        )  # booting from its disk: no boot file
         assert timeline.progress(PLAIN).name == "installed"
 
 
@@ -334,7 +357,9 @@ async def test_metrics(root: Bsroot) -> None:
         served.act_as(WORKER)
         await served.client.get(f"/ipxe/{WORKER}")
         await served.client.get("/ipxe/nothing")
-        served.context.timeline.record(WORKER, time.time(), "http", "ipxe-script", status=200)
+        served.context.timeline.record(
+            WORKER, time.time(), Source.HTTP, EventKind.IPXE_SCRIPT, status=200
+        )
         response = await served.client.get("/metrics")
         assert response.status == 200
         assert response.content_type == "text/plain"
@@ -366,10 +391,12 @@ async def test_metrics(root: Bsroot) -> None:
 async def test_status_page_and_healthz(root: Bsroot) -> None:
     async with serve(root) as served:
         page = await served.client.get("/")
-        assert page.status == 200 and page.content_type == "text/html"
+        assert page.status == 200
+        assert page.content_type == "text/html"
         assert "api/v1/nodes" in await page.text()
         health = await (await served.client.get("/healthz")).json()
-        assert health["status"] == "ok" and health["model"]["nodes"] == 3
+        assert health["status"] == "ok"
+        assert health["model"]["nodes"] == 3
 
 
 @pytest.mark.parametrize("kind", ["cloud-config", "ignition", "ipxe", "install"])
@@ -387,7 +414,8 @@ async def test_render_prints_what_the_server_serves(root: Bsroot, kind: str) -> 
     exe = shutil.which("bootstrapperd") or str(
         Path(__file__).parents[2] / ".venv/bin/bootstrapperd"
     )
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [
             exe,
             "render",
@@ -417,14 +445,16 @@ def test_render_errors(root: Bsroot) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 1 and "not a MAC address" in bad.stderr
+    assert bad.returncode == 1
+    assert "not a MAC address" in bad.stderr
     edit(root, "unknown_machines: allow", "unknown_machines: ignore")
     ignored = subprocess.run(
         [exe, "render", "--bsroot", str(root.root), "--mac", STRANGER, "--kind", "cloud-config"],
         capture_output=True,
         text=True,
     )
-    assert ignored.returncode == 1 and "unknown machines are ignored" in ignored.stderr
+    assert ignored.returncode == 1
+    assert "unknown machines are ignored" in ignored.stderr
 
 
 DESCRIPTIONS = [*SEXTANT_FIXTURES, EXAMPLE]
@@ -441,7 +471,8 @@ def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
     members = [n.hostname for n in model.etcd_members]
     for node in model.nodes:
         text = renderer.cloud_config(model, node.mac, server)
-        assert text is not None and text.startswith("#cloud-config\n")
+        assert text is not None
+        assert text.startswith("#cloud-config\n")
         config = yaml.safe_load(text)
         assert config["hostname"] == node.hostname
         assert config["ssh_authorized_keys"] == list(model.ssh_authorized_keys)
@@ -450,7 +481,8 @@ def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
         assert {"kubelet.service", "flanneld.service", "docker.service"} <= set(units)
         etcd = "etcd-member.service" if node.etcd_member else "etcd-gateway.service"
         other = "etcd-gateway.service" if node.etcd_member else "etcd-member.service"
-        assert etcd in units and other not in units, node.hostname
+        assert etcd in units, node.hostname
+        assert other not in units, node.hostname
         if node.etcd_member:
             for member in members:
                 assert f"{member}=http://" in units[etcd]["content"]
@@ -466,7 +498,8 @@ def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
             assert "/etc/kubernetes/ssl/apiserver-key.pem" in keys
             assert "--register-with-taints=node-role.kubernetes.io/control-plane" in kubelet
         else:
-            assert not manifests and "/etc/kubernetes/ssl/apiserver-key.pem" not in keys
+            assert not manifests
+            assert "/etc/kubernetes/ssl/apiserver-key.pem" not in keys
         assert ("role=ingress" in kubelet) == node.ingress_label
         assert f"--hostname-override={node.hostname} " in kubelet
         assert f"--cluster-dns={model.cluster_dns} " in kubelet

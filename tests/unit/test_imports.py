@@ -176,6 +176,44 @@ def test_layers_import_only_downwards() -> None:
     assert upward == [], "\n".join(upward)
 
 
+SERVICES = (
+    "bootstrapperd.dhcp",
+    "bootstrapperd.ra",
+    "bootstrapperd.tftp",
+    "bootstrapperd.dns",
+    "bootstrapperd.http",
+    "bootstrapperd.registry",
+    "bootstrapperd.pack",
+)
+# The one exception: the HTTP app shows the registry's state (API, status page, metrics).
+SERVICE_EXCEPTIONS = {("bootstrapperd.http", "bootstrapperd.registry")}
+
+
+def _service(name: str) -> str | None:
+    return next((s for s in SERVICES if name == s or name.startswith(s + ".")), None)
+
+
+def test_services_do_not_import_one_another() -> None:
+    crossings = {
+        (_service(name), _service(target))
+        for name, targets in graph().items()
+        for target in targets
+        if _service(name) and _service(target) and _service(name) != _service(target)
+    }
+    assert crossings == SERVICE_EXCEPTIONS
+
+
+def test_only_the_cli_uses_the_lab() -> None:
+    users = {
+        name
+        for name, targets in graph().items()
+        if not name.startswith("bootstrapperd.lab")
+        for target in targets
+        if target.startswith("bootstrapperd.lab")
+    }
+    assert users == {"bootstrapperd.cli"}
+
+
 def test_protocols_never_import_bootstrapperd() -> None:
     offenders = [
         (name, target)

@@ -42,7 +42,8 @@ def test_json_format() -> None:
     assert data["logger"] == "bootstrapperd.dhcp"
     assert data["level"] == "info"
     assert data["msg"] == "ACK"
-    assert data["mac"] == "52:54:00:00:00:01" and data["ip"] == "10.1.0.5"
+    assert data["mac"] == "52:54:00:00:00:01"
+    assert data["ip"] == "10.1.0.5"
     assert data["ts"].endswith("Z")
 
 
@@ -58,8 +59,10 @@ def test_notifier_sends_states(tmp_path: Path) -> None:
         reloading = sock.recv(4096).decode().split("\n")
         notifier.stopping()
         stopping = sock.recv(4096).decode()
-    assert ready[0] == "READY=1" and "STATUS=serving" in ready
-    assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+    assert ready[0] == "READY=1"
+    assert "STATUS=serving" in ready
+    assert reloading[0] == "RELOADING=1"
+    assert reloading[1].startswith("MONOTONIC_USEC=")
     assert stopping == "STOPPING=1"
 
 

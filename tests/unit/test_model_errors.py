@@ -318,7 +318,8 @@ def test_new_keys() -> None:
 def test_pack_and_registry_keys() -> None:
     model = load(BASE)
     assert model.downloads.kubernetes == "https://dl.k8s.io/release"
-    assert model.downloads.signing_key is None and dict(model.downloads.registries) == {}
+    assert model.downloads.signing_key is None
+    assert dict(model.downloads.registries) == {}
     assert (model.registry.mode.value, model.registry.url) == ("auto", None)
     assert model.registry.image == "docker.io/library/registry:2.8.3"
     model = load(
@@ -346,7 +347,8 @@ def test_mac_spellings_are_canonical_and_lookups_accept_any() -> None:
     assert model.nodes[1].mac == "52:54:00:00:00:02"
     for spelling in ("52-54-00-00-00-02", "52:54:00:00:00:02", "525400000002", "52:54:0:0:0:2"):
         node = model.node(spelling)
-        assert node is not None and node.hostname == "w1"
+        assert node is not None
+        assert node.hostname == "w1"
     assert model.node("52:54:00:00:00:99") is None
     assert model.hostname_for_mac("52:54:00:00:00:99") == "52-54-00-00-00-99"
 
@@ -362,6 +364,6 @@ def test_duplicate_key_is_a_warning_with_both_lines() -> None:
 def test_model_is_immutable() -> None:
     model = load(BASE)
     with pytest.raises(AttributeError):
-        model.domain = "x"  # type: ignore[misc]
+        model.domain = "x"
     with pytest.raises(TypeError):
-        model.images["x"] = "y"  # type: ignore[index]
+        model.images["x"] = "y"

@@ -56,7 +56,8 @@ def test_sample_of_sextant_1_x() -> None:
     assert m.nodes[0].roles == (Role.MASTER, Role.ETCD)
     # `start_pxe: n` turns DHCP off; `lease: "infinite"` is really infinite.
     assert m.dhcp.mode is DHCPMode.OFF
-    assert m.lease_seconds is None and m.lease_infinite
+    assert m.lease_seconds is None
+    assert m.lease_infinite
     assert m.set_ntp is True
     assert m.ingress_hostnetwork is True
     assert m.flannel_backend == "host-gw"
@@ -70,7 +71,8 @@ def test_sample_of_sextant_1_x() -> None:
     assert m.ssh_authorized_keys[0].startswith("ssh-rsa AAAAB3NzaC1yc2E")
     assert m.ssh_authorized_keys[0].endswith("lipeng@Megatron")
     assert m.pack.centos_version == "7.2.1511"
-    assert m.pack.set_gpu is True and m.pack.gpu_drivers_version == "375.26"
+    assert m.pack.set_gpu is True
+    assert m.pack.gpu_drivers_version == "375.26"
     assert m.pack.mirror_site == "http://archive.kernel.org/centos-vault"
     assert m.kube_master_ip == ("10.100.0.1", "192.168.61.73", "192.168.48.23")
     assert m.kube_master_dns == ("aa-bb-cc-dd",)
@@ -146,7 +148,8 @@ def test_bundled_example_uses_the_new_keys() -> None:
     m = load_cluster_file(EXAMPLE)
     assert m.warnings == ()
     master = m.node("52-54-00-77-00-10")
-    assert master is not None and master.ip == IPv4Address("10.77.0.10")
+    assert master is not None
+    assert master.ip == IPv4Address("10.77.0.10")
     assert m.etcd_initial_cluster == "master1=http://10.77.0.10:2380"
     assert m.nodes[2].hostname == "52-54-00-77-00-12"
     assert m.lease_seconds == 12 * 3600

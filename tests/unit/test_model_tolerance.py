@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrapperd.model import ConfigError, load_cluster_text
+from bootstrapperd.model.errors import Problem
 from bootstrapperd.model.load import NODE_KEYS, TOP_KEYS
 from tests.unit.test_model_errors import BASE
 
@@ -146,4 +147,8 @@ def test_any_value_loads_or_raises_config_error(top: dict[str, Any], node: dict[
     try:
         load(text)
     except ConfigError as exc:
-        assert exc.problems
+        problems: list[Problem] | None = exc.problems
+    else:
+        problems = None
+    if problems is not None:
+        assert problems

@@ -123,7 +123,8 @@ async def test_blobs_stream_in_chunks(tmp_path: Path, images: list[PulledImage])
     archive = ImageArchive.open(target)
     layer = images[0].resolved.layers[1]
     chunks = [c async for c in archive.iter_blob(layer.digest, chunk_size=1000)]
-    assert len(chunks) > 1 and all(len(c) <= 1000 for c in chunks)
+    assert len(chunks) > 1
+    assert all(len(c) <= 1000 for c in chunks)
     assert b"".join(chunks) == images[0].blob_path(layer.digest).read_bytes()
 
 

@@ -273,7 +273,8 @@ async def test_wrong_sha256_leaves_nothing_and_is_not_retried(
         await fetcher(session).fetch(origin.url("kubelet"), dest, sha256=wanted)
     message = str(caught.value)
     assert message.startswith("kubelet: sha256 mismatch")
-    assert wanted in message and sha(body) in message
+    assert wanted in message
+    assert sha(body) in message
     assert origin.url("kubelet") in message
     assert caught.value.url == origin.url("kubelet")
     assert not dest.exists()
@@ -383,7 +384,7 @@ async def interrupted_run(
     origin.blobs[name] = Blob(body, cuts=[HALF])
     with pytest.raises(FetchError, match="gave up after 1 attempts"):
         await fetcher(session, retries=0).fetch(origin.url(name), dest, sha256=sha(body))
-    assert not dest.exists()
+    assert not dest.exists()  # noqa: ASYNC240 (one stat of a local file)
     assert leftovers(dest) == [f".{dest.name}.part", f".{dest.name}.part.json"]
     origin.seen.clear()
 

@@ -69,7 +69,9 @@ def test_ra_encoding(ad: Advertisement, wire: str) -> None:
 def test_ra_defaults_are_a_non_router_without_dhcpv6() -> None:
     ad = Advertisement(MAC, IPv6Network("2001:db8:1:2::/64"))
     wire = serialize_advertisement(ad)
-    assert wire[4] == 64 and wire[5] == 0 and wire[6:8] == b"\0\0"
+    assert wire[4] == 64
+    assert wire[5] == 0
+    assert wire[6:8] == b"\0\0"
     assert wire[-16:] == IPv6Address("2001:db8:1:2::").packed
 
 
@@ -300,10 +302,7 @@ def _descriptions() -> list[Path]:
 
 @pytest.mark.parametrize("path", _descriptions(), ids=lambda p: p.name)
 def test_sextant_and_examples_load_with_the_mode_default(path: Path) -> None:
-    try:
-        model = load_cluster_text(path.read_text(), source=str(path))
-    except ConfigError:
-        pytest.skip("a fixture that is meant not to load")
+    model = load_cluster_text(path.read_text(), source=str(path))  # every one of them loads
     ra = model.dhcp.router_advertisement
     assert ra.enabled is (model.dhcp.mode.value == "full")
     assert (ra.prefix, ra.interval) == (None, 600)
@@ -419,6 +418,12 @@ class Rig:
         assert self.holder.reload()
 
 
+def running(rig: Rig) -> bool:
+    """Read afresh each time (an assert on the attribute would narrow it for the type checker,
+    which cannot see that a reload changes it)."""
+    return rig.ra.running
+
+
 async def settle() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
@@ -428,7 +433,7 @@ async def test_first_unsolicited_ra_goes_out_at_start(tmp_path: Path) -> None:
     rig = Rig(tmp_path, "dhcp: {router_advertisement: {prefix: 'fd77::/64'}}")
     rig.ra.start()
     await settle()
-    assert rig.ra.running
+    assert running(rig)
     [(payload, to, ancdata)] = rig.sent
     assert to == (str(ALL_NODES), 0, 0, 7)
     assert payload == serialize_advertisement(Advertisement(MAC, IPv6Network("fd77::/64")))
@@ -488,7 +493,8 @@ async def test_no_link_local_yet_sends_nothing(tmp_path: Path) -> None:
     await settle()
     rig.ra.solicited(serialize_solicitation(MAC), CLIENT, 255)
     assert rig.sent == []
-    assert rig.ra.running and rig.ra.counters["sent_unsolicited"] == 0
+    assert running(rig)
+    assert rig.ra.counters["sent_unsolicited"] == 0
     await rig.ra.stop()
 
 
@@ -496,7 +502,8 @@ async def test_disabled_opens_nothing(tmp_path: Path) -> None:
     rig = Rig(tmp_path, "dhcp: {mode: proxy}")
     rig.ra.start()
     await settle()
-    assert not rig.ra.running and rig.sockets == []
+    assert not running(rig)
+    assert rig.sockets == []
     await rig.ra.stop()
 
 
@@ -506,10 +513,12 @@ async def test_reload_turns_off_on_and_changes_the_prefix(tmp_path: Path) -> Non
     await settle()
     rig.reload("dhcp: {router_advertisement: false}")
     await settle()
-    assert not rig.ra.running and rig.sockets[0].closed
+    assert not running(rig)
+    assert rig.sockets[0].closed
     rig.reload("dhcp: {router_advertisement: {prefix: 'fd78::/64', interval: 60}}")
     await settle()
-    assert rig.ra.running and len(rig.sockets) == 2
+    assert running(rig)
+    assert len(rig.sockets) == 2
     payload = rig.sockets[1].sent[0][0]
     assert parse_advertisement(payload).prefix == IPv6Network("fd78::/64")
     assert rig.ra.settings.interval == 60
@@ -532,9 +541,9 @@ async def test_no_ipv6_warns_once_and_stays_idle(
     assert warnings == [
         "no router advertisements: IPv6 is disabled on bs0 (net.ipv6.conf.bs0.disable_ipv6=1)"
     ]
-    assert not rig.ra.running
+    assert not running(rig)
     rig.unavailable = None
     rig.reload("# unchanged settings, but a reload tries again\n")
     await settle()
-    assert rig.ra.running
+    assert running(rig)
     await rig.ra.stop()

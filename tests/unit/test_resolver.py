@@ -63,7 +63,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 def test_a_listed_machine_with_a_reservation(lab: Lab) -> None:
     view = lab.resolver.machine(MASTER)
     assert (view.known, view.served) == (True, True)
-    assert view.node is not None and view.hostname == view.node.hostname
+    assert view.node is not None
+    assert view.hostname == view.node.hostname
     assert view.fqdn == view.node.fqdn
     assert Role.MASTER in view.roles
     assert view.ip == IPv4Address("10.77.0.10")
@@ -86,7 +87,8 @@ def test_unknown_machines_ignored_are_not_served_and_boot_nothing(tmp_path: Path
     assert not is_served(model, STRANGER)
     assert is_served(model, WORKER)
     view = machine_view(model, STRANGER)
-    assert not view.served and view.boot("http://b") is None
+    assert not view.served
+    assert view.boot("http://b") is None
     assert machine_view(model, WORKER).boot("http://b") is not None
 
 
@@ -94,14 +96,16 @@ def test_a_bound_lease_is_the_current_address_an_offer_is_not(lab: Lab) -> None:
     lab.leases.offer(IPv4Address("10.77.0.100"), WORKER, NOW, 60)
     view = lab.resolver.machine(WORKER)
     assert view.ip is None  # an offer promises nothing
-    assert view.lease is not None and view.lease.ip == IPv4Address("10.77.0.100")
+    assert view.lease is not None
+    assert view.lease.ip == IPv4Address("10.77.0.100")
     assert lab.resolver.at("10.77.0.100") is None
     lab.bind(WORKER, "10.77.0.100")
     view = lab.resolver.machine(WORKER)
     assert (view.ip, view.address_source) == (IPv4Address("10.77.0.100"), AddressSource.LEASE)
     assert view.valid_until(IPv4Address("10.77.0.100")) == NOW + 600
     at = lab.resolver.at("10.77.0.100")
-    assert at is not None and at.mac == WORKER
+    assert at is not None
+    assert at.mac == WORKER
 
 
 def test_an_ended_lease_is_no_address(lab: Lab) -> None:
@@ -149,9 +153,11 @@ def test_a_machine_that_moved_no_longer_owns_its_old_address(lab: Lab) -> None:
 def test_names_nodes_by_hostname_and_unknown_machines_by_their_mac(lab: Lab) -> None:
     worker = lab.model.nodes_by_mac[WORKER]
     view = lab.resolver.named(worker.hostname)
-    assert view is not None and view.mac == WORKER
+    assert view is not None
+    assert view.mac == WORKER
     stranger = lab.resolver.named("52-54-00-ab-cd-ef")
-    assert stranger is not None and stranger.mac == STRANGER
+    assert stranger is not None
+    assert stranger.mac == STRANGER
     assert lab.resolver.named("52-54-00-77-00-11") is None  # a node answers to its hostname
     assert lab.resolver.named("no-such-host") is None
 
@@ -164,7 +170,8 @@ def test_names_of_unknown_machines_are_not_answered_when_they_are_ignored(
         lab.bind(STRANGER, "10.77.0.130")
         assert lab.resolver.named("52-54-00-ab-cd-ef") is None
         at = lab.resolver.at("10.77.0.130")
-        assert at is not None and not at.served
+        assert at is not None
+        assert not at.served
     finally:
         lab.db.close()
 
@@ -182,7 +189,8 @@ def test_the_view_is_frozen_and_its_lease_a_copy(lab: Lab) -> None:
     with pytest.raises(FrozenInstanceError):
         view.hostname = "other"  # type: ignore[misc]
     lab.leases.release(IPv4Address("10.77.0.100"), WORKER, NOW)
-    assert view.lease is not None and view.lease.state.value == "bound"
+    assert view.lease is not None
+    assert view.lease.state.value == "bound"
 
 
 def test_the_boot_spec_points_at_the_machines_own_config(lab: Lab) -> None:

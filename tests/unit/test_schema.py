@@ -87,8 +87,8 @@ def _text(case: dict[str, Any]) -> str:
         if keep:
             out.append(line)
     # BASE ends with nodes[0]'s keys, so these lines extend (or repeat) them.
-    out += [f"    {node_line}" for node_line in case.get("node", "").splitlines()]
-    return "\n".join(out) + "\n" + case.get("top", "") + "\n"
+    out += [f"    {node_line}" for node_line in str(case.get("node", "")).splitlines()]
+    return "\n".join(out) + "\n" + str(case.get("top", "")) + "\n"
 
 
 # ---- the schema itself -------------------------------------------------------------------------

@@ -65,7 +65,9 @@ def refusal(opened: Opened | Refusal) -> ErrorCode:
 def test_plain_names_and_normalisation(files: TFTPFiles, root: Bsroot, name: str) -> None:
     (root.tftpboot / "undionly.kpxe").write_bytes(b"ROM" * 1000)
     opened = files(rrq(name), PEER)
-    assert isinstance(opened, Opened) and opened.size == 3000 and opened.name == "undionly.kpxe"
+    assert isinstance(opened, Opened)
+    assert opened.size == 3000
+    assert opened.name == "undionly.kpxe"
     assert read(opened) == b"ROM" * 1000
 
 

@@ -490,5 +490,5 @@ def test_abort_after_completion_sends_nothing() -> None:
 
 
 def test_write_request_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="serves RRQ, not WRQ"):
         ReadSession(Request(Opcode.WRQ, "f", "octet", ()), PEER, Memory(b""), 0, T0)
