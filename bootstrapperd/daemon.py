@@ -117,6 +117,7 @@ class Daemon:
         self.dns: DNSService | None = None
         self.http: HTTPContext | None = None
         self.registry: RegistryService | None = None
+        self.resolver: Resolver | None = None
 
     async def start(self) -> None:
         pki = ClusterPKI(self.bsroot.tls)
@@ -136,6 +137,7 @@ class Daemon:
         timeline = Timeline(self._db)
         leases = LeaseStore(self._db)
         resolver = Resolver(lambda: self.holder.model, leases)
+        self.resolver = resolver
         backend = ModelBackend(
             self.holder.model,
             leases,
@@ -226,6 +228,14 @@ class Daemon:
         )
 
     def _on_reload(self, old: ClusterModel, new: ClusterModel) -> None:
+        if self.resolver is not None:
+            for node_mac, address, holder in self.resolver.conflicts():
+                log.warning(
+                    "a reservation of the new description is leased to another machine: it "
+                    "stays that machine's until its lease ends (its renewal is refused), and "
+                    "the node gets nothing that is only for it from that address meanwhile",
+                    extra={"fields": {"node": node_mac, "ip": address, "held_by": holder}},
+                )
         if new.bootstrapper != old.bootstrapper or new.http_port != old.http_port:
             log.warning(
                 "the bootstrapper address or http_port changed; listeners keep their sockets "

@@ -13,6 +13,9 @@ The two rules, each written once:
   address of its bound lease while that lease holds (the two differ only for a node given a
   reservation by a reload while it still holds a pool lease). The first is *the* address the
   machine is shown and named with. An offer promises nothing: an offered address is nobody's.
+  A reservation that another machine's lease still holds (a reload reserved an address that
+  was leased out) is not the node's until that lease ends: the address belongs to the
+  machine that is really on it, never to the model's MAC on the strength of the model alone.
 """
 
 from __future__ import annotations
@@ -53,13 +56,15 @@ def is_served(model: ClusterModel, mac: str) -> bool:
 
 
 def current_addresses(
-    node: Node | None, lease: Lease | None, now: float
+    node: Node | None, lease: Lease | None, now: float, reservation_held_by: str | None = None
 ) -> tuple[tuple[IPv4Address, AddressSource], ...]:
     """The addresses the machine has now, each with where it comes from; the first is its
-    address (the reservation when it has one)."""
+    address (the reservation when it has one). ``reservation_held_by``: the MAC whose bound
+    lease holds the node's reserved address now, if any."""
     found: list[tuple[IPv4Address, AddressSource]] = []
-    if node is not None and node.ip is not None:
-        found.append((node.ip, AddressSource.STATIC))
+    reserved = node.ip if node is not None else None
+    if node is not None and reserved is not None and reservation_held_by in (None, node.mac):
+        found.append((reserved, AddressSource.STATIC))
     bound = lease is not None and lease.state is LeaseState.BOUND and lease.holds(now)
     if bound and lease is not None and (not found or found[0][0] != lease.ip):
         found.append((lease.ip, AddressSource.LEASE))
@@ -115,9 +120,14 @@ class MachineView:
 
 
 def machine_view(
-    model: ClusterModel, mac: str, lease: Lease | None = None, now: float | None = None
+    model: ClusterModel,
+    mac: str,
+    lease: Lease | None = None,
+    now: float | None = None,
+    reservation_held_by: str | None = None,
 ) -> MachineView:
-    """The view of machine ``mac`` (canonical) from the model and its lease (if any)."""
+    """The view of machine ``mac`` (canonical) from the model, its lease (if any) and who holds
+    its reserved address's lease (see :func:`current_addresses`)."""
     node = model.nodes_by_mac.get(mac)
     if node is not None:
         hostname, fqdn, roles = node.hostname, node.fqdn, node.roles
@@ -126,7 +136,9 @@ def machine_view(
         fqdn, roles = f"{hostname}.{model.domain}", (Role.WORKER,)
     if lease is not None and lease.mac != mac:
         lease = None
-    addresses = current_addresses(node, lease, time.time() if now is None else now)
+    addresses = current_addresses(
+        node, lease, time.time() if now is None else now, reservation_held_by
+    )
     return MachineView(
         mac=mac,
         known=node is not None,
@@ -170,7 +182,13 @@ class Resolver:
     def machine(self, mac: str, now: float | None = None) -> MachineView:
         """The view of ``mac`` (canonical), whether or not it was ever seen."""
         now = self._clock() if now is None else now
-        return machine_view(self._model(), mac, self._leases.of(mac), now)
+        model = self._model()
+        node = model.nodes_by_mac.get(mac)
+        held_by = None
+        if node is not None and node.ip is not None:
+            holder = self._leases.holder(node.ip, now)
+            held_by = holder if holder else None  # "" (quarantined) is nobody's
+        return machine_view(model, mac, self._leases.of(mac), now, held_by)
 
     def at(self, address: str | IPv4Address, now: float | None = None) -> MachineView | None:
         """The machine whose current address ``address`` is; None when no machine's is."""
@@ -178,16 +196,25 @@ class Resolver:
             ip = address if isinstance(address, IPv4Address) else IPv4Address(address)
         except ValueError:
             return None
-        model = self._model()
-        node = model.static_addresses.get(ip)
-        mac = node.mac if node is not None else None
-        if mac is None:
-            lease = self._leases.at(ip)
-            mac = lease.mac if lease is not None and lease.mac else None
-        if mac is None:
-            return None
-        view = self.machine(mac, now)
-        return view if view.holds(ip) else None
+        node = self._model().static_addresses.get(ip)
+        lease = self._leases.at(ip)
+        for mac in (node.mac if node else None, lease.mac if lease else None):
+            if mac:
+                view = self.machine(mac, now)
+                if view.holds(ip):
+                    return view
+        return None
+
+    def conflicts(self, now: float | None = None) -> list[tuple[str, IPv4Address, str]]:
+        """Reservations another machine's lease still holds: (node MAC, address, holder MAC).
+        The holder keeps the address until its lease ends (its renewal is refused)."""
+        now = self._clock() if now is None else now
+        found = []
+        for ip, node in self._model().static_addresses.items():
+            holder = self._leases.holder(ip, now)
+            if holder and holder != node.mac:
+                found.append((node.mac, ip, holder))
+        return found
 
     def named(self, label: str, now: float | None = None) -> MachineView | None:
         """The served machine a host name (one label) names: a node's hostname, or an unknown

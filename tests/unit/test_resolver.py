@@ -199,3 +199,27 @@ def test_the_boot_spec_points_at_the_machines_own_config(lab: Lab) -> None:
     assert spec.mac == WORKER
     assert spec.hostname == lab.model.nodes_by_mac[WORKER].hostname
     assert "ignition.config.url=http://10.77.0.1/ignition/52-54-00-77-00-11.json" in spec.args
+
+
+def test_a_reservation_another_machine_still_leases_is_not_the_nodes(lab: Lab) -> None:
+    """A reload reserved 10.77.0.10 for the master while a stranger leases it: the address is
+    the stranger's until its lease ends, never the master's on the model's word alone."""
+    lab.leases.bind(IPv4Address("10.77.0.10"), STRANGER, NOW - 1, NOW + 600, None, None)
+    assert not lab.resolver.owns(MASTER, "10.77.0.10")
+    assert lab.resolver.owns(STRANGER, "10.77.0.10")
+    master = lab.resolver.machine(MASTER)
+    assert master.ip is None
+    at = lab.resolver.at("10.77.0.10")
+    assert at is not None
+    assert at.mac == STRANGER
+    assert lab.resolver.conflicts() == [(MASTER, IPv4Address("10.77.0.10"), STRANGER)]
+    # The stranger's lease ends: the reservation is the master's again.
+    lab.leases.release(IPv4Address("10.77.0.10"), STRANGER, NOW)
+    assert lab.resolver.owns(MASTER, "10.77.0.10")
+    assert lab.resolver.conflicts() == []
+
+
+def test_a_quarantined_reservation_stays_the_nodes(lab: Lab) -> None:
+    lab.leases.quarantine(IPv4Address("10.77.0.10"), NOW - 1, NOW + 600)
+    assert lab.resolver.owns(MASTER, "10.77.0.10")
+    assert lab.resolver.conflicts() == []
