@@ -10,13 +10,15 @@ another MAC holds, a quarantined one, the bootstrapper's or a router's.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from protocols.dhcp.options import Opt, encode_ip, encode_ips, encode_str
 from protocols.dhcp.packet import Packet
+from protocols.dhcp.ratelimit import FirstContactLimiter
 from protocols.dhcp.server import Boot, Mode, Settings, Verdict
 
 from ..machines.leases import LeaseStore
@@ -31,6 +33,12 @@ log = logging.getLogger("bootstrapperd.dhcp")
 OFFER_HOLD = 60.0  # seconds an offered address stays reserved for the client it was offered to
 QUARANTINE = 600.0  # seconds a declined address is kept out of the pool (dnsmasq's figure)
 WARN_EVERY = 60.0  # seconds between two "pool exhausted" warnings for the same MAC
+# First contact from MACs the description does not list (listed nodes are never limited):
+NEW_UNKNOWN_PER_SECOND = 1.0  # new unknown MACs let in per second, on average
+NEW_UNKNOWN_BURST = 16  # new unknown MACs let in at once (machines powered on together)
+RECENT_UNKNOWN = 4096  # unknown MACs remembered as recently seen (they pass without a token)
+RECENT_SECONDS = 600.0  # how long an unknown MAC let in stays recently seen
+LIMITED_WARN_EVERY = 60.0  # seconds between two "new unknown MACs rate-limited" warnings
 
 
 def settings_for(model: ClusterModel, server_id: IPv4Address) -> Settings:
@@ -57,6 +65,7 @@ class ModelBackend:
         http_port: int,
         tftpboot: Path,
         counters: Counter[str],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.leases = leases
         self.server_id = server_id
@@ -64,6 +73,12 @@ class ModelBackend:
         self.tftpboot = tftpboot
         self.counters = counters
         self._warned: dict[str, float] = {}
+        self._clock = clock
+        self._first_contact = FirstContactLimiter(
+            NEW_UNKNOWN_PER_SECOND, NEW_UNKNOWN_BURST, RECENT_UNKNOWN, RECENT_SECONDS
+        )
+        self._limited_warned = -LIMITED_WARN_EVERY
+        self._limited_since_warning = 0
         self.use(model)
 
     def use(self, model: ClusterModel) -> None:
@@ -85,8 +100,29 @@ class ModelBackend:
     def settings(self) -> Settings:
         return self._settings
 
-    def admit(self, request: Packet) -> bool:
-        return is_served(self.model, request.mac)
+    def admit(self, request: Packet) -> bool | None:
+        """Listed machines always; others when the unknown-machine policy serves them and the
+        first-contact limit lets a MAC not seen recently in (else None: not now, counted)."""
+        mac = request.mac
+        if mac in self._nodes:
+            return True
+        if not is_served(self.model, mac):
+            return False
+        now = self._clock()
+        if self._first_contact.allow(mac, now):
+            return True
+        self.counters["unknown_rate_limited"] += 1
+        self._limited_since_warning += 1
+        if now - self._limited_warned >= LIMITED_WARN_EVERY:
+            log.warning(
+                "new unknown MACs arrive faster than %s/s: %d ignored since the last warning",
+                NEW_UNKNOWN_PER_SECOND,
+                self._limited_since_warning,
+                extra={"fields": {"mac": mac}},
+            )
+            self._limited_warned = now
+            self._limited_since_warning = 0
+        return None
 
     def _static(self, mac: str) -> IPv4Address | None:
         node = self._nodes.get(mac)

@@ -3,7 +3,8 @@
 Reads with ``recvmsg`` straight from the loop's reader callback (draining what is queued) so
 that the interface each datagram came in on is known (IP_PKTINFO). Replies that grant a lease
 are held until the backend's lease writes are committed — one commit for every ACK that piled
-up meanwhile — and only then sent.
+up meanwhile — and only then sent. A reply the kernel cannot take now (EAGAIN) waits in a
+bounded queue until the socket is writable; beyond the bound it is dropped and counted.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 
 from protocols.errors import MalformedPacket
 
-from .packet import Packet, parse, serialize
+from ..udp import DROPS, DropWatch, tune_receive
+from .packet import Packet, ethernet_ok, parse, reply_size, serialize
 from .server import BROADCAST, SERVER_PORT, Destination, DHCPServer, Outcome
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -31,7 +33,9 @@ MAX_DATAGRAM = 4096
 READ_MAX = 256  # datagrams read per wake-up before answering them
 DISCOVER_BUDGET = 48  # DISCOVERs answered per wake-up when a backlog is waiting
 OVERLOAD_WARN_EVERY = 60.0  # seconds between two "overloaded" warnings
+SEND_QUEUE_MAX = 4096  # replies waiting for the socket to be writable; beyond: dropped
 _PKTINFO = struct.Struct("=i4s4s")
+_ANCILLARY = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(DROPS.size)
 
 
 def open_socket(interface: str, port: int) -> socket.socket:
@@ -42,6 +46,7 @@ def open_socket(interface: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        tune_receive(sock)
         sock.bind(("0.0.0.0", port))  # noqa: S104 (DHCP needs broadcasts: the socket is bound to one device)
         sock.setblocking(False)
     except BaseException:
@@ -51,6 +56,8 @@ def open_socket(interface: str, port: int) -> socket.socket:
 
 
 class DHCPEndpoint:
+    """One UDP socket of the DHCP server: reads requests, asks the server, sends replies."""
+
     def __init__(
         self,
         server: DHCPServer,
@@ -80,6 +87,12 @@ class DHCPEndpoint:
         self._arp_failed = False
         self._overload_warned = -OVERLOAD_WARN_EVERY
         self._shed_since_warning = 0
+        self._drops = DropWatch(counters, logger, f"dhcp {interface}:{port}")
+        self._waiting: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._queue_max = SEND_QUEUE_MAX
+        self._writer = False
+        self._dropped_warned = -OVERLOAD_WARN_EVERY
+        self._dropped_since_warning = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,6 +104,9 @@ class DHCPEndpoint:
             self._loop.remove_reader(self.sock.fileno())
         if self._flusher is not None:
             await self._flusher
+        if self._waiting:
+            self._writable()  # what the kernel takes now; the rest is lost with the socket
+        self._stop_writer()
         self.sock.close()
 
     def _readable(self) -> None:
@@ -102,15 +118,14 @@ class DHCPEndpoint:
         batch: list[tuple[bytes, tuple[str, int]]] = []
         for _ in range(READ_MAX):
             try:
-                data, ancdata, _flags, peer = self.sock.recvmsg(
-                    MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size)
-                )
+                data, ancdata, _flags, peer = self.sock.recvmsg(MAX_DATAGRAM, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 self.counters["receive_errors"] += 1
                 self.log.debug("receive failed: %s", exc)
                 break
+            self._drops.update(ancdata)
             if self._arrived_elsewhere(ancdata):
                 self.counters["dropped_wrong_interface"] += 1
                 continue
@@ -150,6 +165,8 @@ class DHCPEndpoint:
         self.counters["received"] += 1
         try:
             request = parse(data)
+            if not ethernet_ok(request):
+                raise MalformedPacket(f"Ethernet address of {len(request.chaddr)} bytes, not 6")
             source = None if self.port == SERVER_PORT else (IPv4Address(peer[0]), peer[1])
             outcome = self.server.handle(request, self._clock(), self.port, source)
         except MalformedPacket as exc:
@@ -171,7 +188,7 @@ class DHCPEndpoint:
         if outcome.reply is None or outcome.destination is None:
             return
         try:
-            wire = serialize(outcome.reply, request.max_message_size or 576)
+            wire = serialize(outcome.reply, reply_size(request))
         except (ValueError, MalformedPacket) as exc:
             self.counters["errors"] += 1
             self.log.warning("reply to %s not sent: %s", request.mac, exc)
@@ -207,11 +224,67 @@ class DHCPEndpoint:
         address = destination.address
         if destination.mac is not None and not self._teach_arp(address, destination.mac):
             address = BROADCAST
+        target = (str(address), destination.port)
+        if self._waiting:
+            self._enqueue(wire, target)  # keep the order: replies already waiting go first
+            return
+        self._send_now(wire, target)
+
+    def _send_now(self, wire: bytes, target: tuple[str, int]) -> bool:
+        """Send one reply; False when the kernel has no room for it now (it is queued)."""
         try:
-            self.sock.sendto(wire, (str(address), destination.port))
+            self.sock.sendto(wire, target)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(wire, target)
+            return False
         except OSError as exc:
             self.counters["send_errors"] += 1
-            self.log.warning("send to %s:%s failed: %s", address, destination.port, exc)
+            self.log.warning("send to %s:%s failed: %s", target[0], target[1], exc)
+        return True
+
+    def _enqueue(self, wire: bytes, target: tuple[str, int]) -> None:
+        """Keep a reply until the socket is writable; drop it (counted) when the queue is full."""
+        if len(self._waiting) >= self._queue_max:
+            self.counters["send_queue_full"] += 1
+            self._note_dropped()
+            return
+        self._waiting.append((wire, target))
+        self.counters["send_waited"] += 1
+        if not self._writer and self._loop is not None:
+            self._loop.add_writer(self.sock.fileno(), self._writable)
+            self._writer = True
+
+    def _writable(self) -> None:
+        """Send the waiting replies, oldest first, until the kernel is full again."""
+        waiting = self._waiting
+        while waiting:
+            wire, target = waiting.popleft()
+            try:
+                self.sock.sendto(wire, target)
+            except (BlockingIOError, InterruptedError):
+                waiting.appendleft((wire, target))
+                return
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                self.log.debug("send to %s:%s failed: %s", target[0], target[1], exc)
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        if self._writer and self._loop is not None:
+            self._loop.remove_writer(self.sock.fileno())
+        self._writer = False
+
+    def _note_dropped(self) -> None:
+        now = time.monotonic()
+        self._dropped_since_warning += 1
+        if now - self._dropped_warned >= OVERLOAD_WARN_EVERY:
+            self.log.warning(
+                "send queue full (%d replies waiting): %d replies dropped since the last warning",
+                len(self._waiting),
+                self._dropped_since_warning,
+            )
+            self._dropped_warned = now
+            self._dropped_since_warning = 0
 
     def _teach_arp(self, address: IPv4Address, mac: bytes) -> bool:
         """Tell the kernel the client's MAC for the address it is being offered, so the reply

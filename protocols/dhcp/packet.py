@@ -18,6 +18,8 @@ _FILE = (108, 236)
 _ZERO_IP = IPv4Address(0)
 _IP_UDP_HEADERS = 28
 _MIN_MAX_SIZE = 576
+_HTYPE_ETHERNET = 1
+_ETHERNET_HLEN = 6
 _BOOTP_MIN_LEN = 300
 _END = b"\xff"
 _OVERLOAD = 52
@@ -183,6 +185,20 @@ class Packet:
         """Option 51, seconds (``INFINITE`` for an infinite lease)."""
         value = self._sized(51, exactly=4)
         return None if value is None else int.from_bytes(value, "big")
+
+
+def reply_size(packet: Packet) -> int:
+    """The size to build a reply to ``packet`` for: option 57 clamped to at least 576, the size
+    every client must accept (RFC 2132 §9.10); 576 when the option is absent or not 2 bytes."""
+    value = packet.options.get(57)
+    if value is None or len(value) != 2:
+        return _MIN_MAX_SIZE
+    return max(int.from_bytes(value, "big"), _MIN_MAX_SIZE)
+
+
+def ethernet_ok(packet: Packet) -> bool:
+    """False for an Ethernet packet (htype 1) whose hardware address is not 6 bytes."""
+    return packet.htype != _HTYPE_ETHERNET or len(packet.chaddr) == _ETHERNET_HLEN
 
 
 def _ip(v: int) -> IPv4Address:

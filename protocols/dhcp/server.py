@@ -104,8 +104,10 @@ class Backend(Protocol):
     @property
     def settings(self) -> Settings: ...
 
-    def admit(self, request: Packet) -> bool:
-        """False: never answer this client (e.g. a MAC not in the model)."""
+    def admit(self, request: Packet) -> bool | None:
+        """True: serve this client. False: never answer it (e.g. a MAC not in the model; the
+        outcome is logged). None: not now (e.g. too many new clients at once): dropped without
+        an outcome, so a flood of them writes no log line and no timeline event."""
         ...
 
     def choose(
@@ -169,7 +171,10 @@ class DHCPServer:
         kind = request.message_type
         if kind is None:
             return None  # plain BOOTP: not served
-        if not self.backend.admit(request):
+        admitted = self.backend.admit(request)
+        if admitted is None:
+            return None
+        if not admitted:
             return Outcome(kind, note="ignored: machine not admitted")
         if self.backend.settings.mode is Mode.PROXY:
             return self._proxy(request, kind, port, source)

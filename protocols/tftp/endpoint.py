@@ -20,17 +20,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import MalformedPacket
+from ..udp import DropWatch, tune_receive
 from .packet import ErrorCode, Opcode, Request, error_packet, parse
 from .session import Address, Outcome, ReadSession, Source
 
 SERVER_PORT = 69
 TICK = 0.05  # seconds between retransmission-deadline checks
 MAX_TRANSFERS = 512
+MAX_PER_SOURCE = 32  # concurrent transfers for one client address (a machine needs 1-2)
+FIRST_CONTACT_RETRIES = 1  # timer retransmissions of the first packet before the first ACK
+LISTENER_BUFFER = 4 << 20  # SO_RCVBUF of port 69: a burst of RRQs waits here, not dropped
+REFUSAL_WARN_EVERY = 60.0  # seconds between two warnings of the same kind of refusal
 READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
 SEND_BUFFER = 1 << 20
 RECV_SIZE = 65536
 MAX_WINDOW = 64  # blocks
 MAX_WINDOW_BYTES = 256 * 1024  # outstanding per transfer: the memory bound, with the read buffer
+
+_ANCILLARY = socket.CMSG_SPACE(4)  # SO_RXQ_OVFL's drop count
 
 __all__ = [
     "SERVER_PORT",
@@ -136,6 +143,10 @@ class TFTPEndpoint:
         self._retransmit_after = retransmit_after
         self._retries = retries
         self._transfers: dict[Address, _Transfer] = {}
+        self._per_source: Counter[str] = Counter()
+        self._drops = DropWatch(counters, logger, "tftp listener")
+        self._warned: dict[str, float] = {}
+        self._unwarned: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
@@ -148,6 +159,7 @@ class TFTPEndpoint:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        tune_receive(self._listener, LISTENER_BUFFER)
         self._loop.add_reader(self._listener.fileno(), self._on_request)
         self._listening = True
 
@@ -156,12 +168,13 @@ class TFTPEndpoint:
     def _on_request(self) -> None:
         for _ in range(READ_BATCH):
             try:
-                data, peer = self._listener.recvfrom(RECV_SIZE)
+                data, ancdata, _flags, peer = self._listener.recvmsg(RECV_SIZE, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # an ICMP error surfacing on the socket: nothing to do
                 self._log.debug("tftp listener: %s", exc)
                 return
+            self._drops.update(ancdata)
             try:
                 self._request(data, peer)
             except Exception:  # never let one request stop the listener
@@ -188,7 +201,13 @@ class TFTPEndpoint:
             self.counters["duplicate_requests"] += 1
             return
         if len(self._transfers) >= self._max_transfers or not self._listening:
-            self._refuse(packet, peer, ErrorCode.NOT_DEFINED, "server busy, try again")
+            self._limited("refused_busy", "all %d transfer slots busy", self._max_transfers)
+            self._refuse(packet, peer, ErrorCode.NOT_DEFINED, "server busy, try again", quiet=True)
+            return
+        if self._per_source[peer[0]] >= MAX_PER_SOURCE:
+            self._limited("refused_per_source", "%d transfers from one address", MAX_PER_SOURCE)
+            message = "too many transfers from you"
+            self._refuse(packet, peer, ErrorCode.NOT_DEFINED, message, quiet=True)
             return
         try:
             opened = self._opener(packet, peer)
@@ -201,9 +220,30 @@ class TFTPEndpoint:
             return
         self._begin(packet, peer, opened)
 
-    def _refuse(self, request: Request, peer: Address, code: ErrorCode, message: str) -> None:
+    def _limited(self, kind: str, what: str, bound: int) -> None:
+        """Count a refusal at a bound; warn at most once a minute for each kind."""
+        self.counters[kind] += 1
+        self._unwarned[kind] += 1
+        now = time.monotonic()
+        if now - self._warned.get(kind, -REFUSAL_WARN_EVERY) < REFUSAL_WARN_EVERY:
+            return
+        self._log.warning(
+            "tftp: requests refused at a bound (" + what + "): %d since the last warning",
+            bound,
+            self._unwarned[kind],
+        )
+        self._warned[kind] = now
+        self._unwarned[kind] = 0
+
+    def _refuse(
+        self, request: Request, peer: Address, code: ErrorCode, message: str, *, quiet: bool = False
+    ) -> None:
+        """Answer with an ERROR and report the refusal; ``quiet``: a refusal at a bound, counted
+        and warned about by ``_limited`` instead (a flood must not write a line per request)."""
         self.counters["refused"] += 1
         self._send(self._listener, error_packet(code, message), peer)
+        if quiet:
+            return
         self._report(
             Report(
                 peer,
@@ -235,9 +275,11 @@ class TFTPEndpoint:
             max_window_bytes=MAX_WINDOW_BYTES,
             default_timeout=self._retransmit_after,
             retries=self._retries,
+            first_contact_retries=FIRST_CONTACT_RETRIES,
         )
         transfer = _Transfer(session, sock, opened, peer, now)
         self._transfers[peer] = transfer
+        self._per_source[peer[0]] += 1
         self._idle.clear()
         self.counters["transfers"] += 1
         for packet in session.start():
@@ -297,6 +339,11 @@ class TFTPEndpoint:
         session = transfer.session
         if self._transfers.get(transfer.peer) is transfer:
             del self._transfers[transfer.peer]
+            left = self._per_source[transfer.peer[0]] - 1
+            if left > 0:
+                self._per_source[transfer.peer[0]] = left
+            else:
+                del self._per_source[transfer.peer[0]]
         if self._loop is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(transfer.sock.fileno())

@@ -48,14 +48,19 @@ class ReadSession:
 
     ``retries`` is how many times the same packets are retransmitted without progress; the
     timeout after the last retransmission ends the session (``Outcome.TIMED_OUT``) without
-    sending anything: the client is presumed gone.
+    sending anything: the client is presumed gone. Until the peer has ACKed once, only the
+    first packet (the OACK or DATA 1) is sent, and retransmitted at most
+    ``first_contact_retries`` times (default: ``retries``): the RRQ's source address may be
+    spoofed, so a request must not buy more than a few copies of one packet.
 
     All public attributes are read-only for the caller."""
 
     __slots__ = (
         "_acked",
+        "_answered",
         "_blksize",
         "_final",
+        "_first_retries",
         "_interval",
         "_last",
         "_oack",
@@ -96,6 +101,7 @@ class ReadSession:
         max_window_bytes: int = 1 << 20,
         default_timeout: float = 1.0,
         retries: int = 5,
+        first_contact_retries: int | None = None,
     ) -> None:
         if request.opcode != Opcode.RRQ:
             raise ValueError(f"a read session serves RRQ, not {request.opcode.name}")
@@ -137,6 +143,7 @@ class ReadSession:
         self._window = self.negotiated.windowsize
         self._interval = self.negotiated.timeout
         self._retries = retries
+        self._first_retries = retries if first_contact_retries is None else first_contact_retries
         self._source: Source = NetasciiReader(source) if mode == "netascii" else source
         self._acked = 0
         """Highest block acknowledged (0: none yet, or the OACK)."""
@@ -149,6 +156,13 @@ class ReadSession:
         self._oack: bytes | None = None
         """The OACK, while its ACK 0 has not arrived."""
         self._tries = 0
+        self._answered = False
+        """The peer has ACKed once (the OACK or a DATA block): it is where the RRQ came from."""
+
+    @property
+    def answered(self) -> bool:
+        """True once the peer has ACKed something: until then only the first packet goes out."""
+        return self._answered
 
     def start(self) -> list[bytes]:
         """The first packets for the peer: an ERROR for a mode other than octet or
@@ -198,8 +212,9 @@ class ReadSession:
             return []
         self._last = now
         self._tries += 1
-        if self._tries > self._retries:
-            self._finish(Outcome.TIMED_OUT, now, f"no reply after {self._retries} retries")
+        retries = self._retries if self._answered else min(self._retries, self._first_retries)
+        if self._tries > retries:
+            self._finish(Outcome.TIMED_OUT, now, f"no reply after {retries} retries")
             return []
         self.deadline = now + self._interval
         if self._oack is not None:
@@ -232,6 +247,7 @@ class ReadSession:
                 outstanding.popleft()
         self._acked = k
         self._tries = 0
+        self._answered = True
         if k == self._final:
             self._finish(Outcome.COMPLETE, now, "")
             return []
@@ -251,7 +267,7 @@ class ReadSession:
         new: list[bytes] = []
         blksize = self._blksize
         payload_bytes = 0
-        end = self._acked + self._window
+        end = self._acked + (self._window if self._answered else 1)  # one packet, until an ACK
         sent = self._sent
         while sent < end and self._final is None:
             try:
@@ -287,6 +303,7 @@ class ReadSession:
             return []
         self._oack = None
         self._tries = 0
+        self._answered = True
         peer = self.peer
         return [(packet, peer) for packet in self._fill(now)]
 

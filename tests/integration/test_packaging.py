@@ -39,6 +39,8 @@ import pytest
 import bootstrapperd
 from bootstrapperd.lab.netlab import Namespace, NetLab, unavailable_reason, wait_for_http
 from bootstrapperd.pack import init_bsroot
+from bootstrapperd.runtime.fdlimit import transfer_cap
+from protocols.tftp.endpoint import MAX_TRANSFERS
 from tests.conftest import EXAMPLE, REPO, need, need_tools
 from tests.integration.dhcp_lab import SERVER, wait_until
 
@@ -605,6 +607,15 @@ def test_direct_unit_keeps_its_promises() -> None:
     # The daemon's grace period (3 s) and the registry child's (5 s) fit in the stop timeout.
     assert float(unit_value(unit, service, "TimeoutStopSec")) >= 10
     assert "KillMode" not in unit[service] or unit_value(unit, service, "KillMode") == "mixed"
+
+
+def test_direct_unit_allows_descriptors_for_every_transfer() -> None:
+    """LimitNOFILE (soft, or soft:hard) affords every TFTP transfer slot and the reserve."""
+    unit = parse_unit(DIRECT_UNIT.read_text())
+    limit = unit_value(unit, "Service", "LimitNOFILE")
+    soft, _, hard = limit.partition(":")
+    assert transfer_cap(int(soft), MAX_TRANSFERS) == MAX_TRANSFERS
+    assert not hard or int(hard) >= int(soft)
 
 
 def test_container_unit_keeps_its_promises() -> None:

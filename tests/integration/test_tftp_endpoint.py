@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from protocols.tftp.endpoint import Opened, Refusal, Report, TFTPEndpoint, open_socket
+from protocols.tftp.endpoint import (
+    FIRST_CONTACT_RETRIES,
+    Opened,
+    Refusal,
+    Report,
+    TFTPEndpoint,
+    open_socket,
+)
 from protocols.tftp.packet import ErrorCode, Request
 from protocols.tftp.session import Address
 
@@ -137,7 +144,7 @@ async def test_a_vanished_client_times_out_and_frees_its_transfer(harness: Harne
     await wait_for_report(harness)
     report = harness.reports[0]
     assert report.outcome == "timed out"
-    assert report.retransmits == 2
+    assert report.retransmits == FIRST_CONTACT_RETRIES  # the first packet, once again
     assert harness.endpoint.active == 0
     assert harness.endpoint.counters["failed"] == 1
 
