@@ -81,6 +81,7 @@ class DNSService:
             may_recurse=self.policy,
             counters=self.counters,
             clock=time.time,
+            logger=log,
         )
         machines.leases.on_change = self.resolver.invalidate  # a name's address changed
         self._endpoint: DNSEndpoint | None = None

@@ -1,6 +1,8 @@
 """The asyncio DNS endpoints on port 53: UDP read with ``add_reader`` + ``recvfrom`` (the fast
 path answers inline, without a task or a future), forwarded queries as bounded tasks, and TCP
 with the two-byte length prefix. Nothing raised while handling a datagram stops the endpoint.
+TCP connections are bounded (``tcp.TCPTable``): an idle timeout, a cap per source and in total,
+the oldest idle connection closed to make room for a newcomer.
 """
 
 from __future__ import annotations
@@ -10,17 +12,26 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections import Counter
 
 from .server import Forward, Resolver, header_only
+from .tcp import TCP_IDLE, TCPTable
+from .throttle import LogThrottle
 
 __all__ = ["DNSEndpoint", "open_udp"]
 
 READ_BATCH = 64
 RECV_SIZE = 4096
 MAX_FORWARDS = 1024  # forwarded queries in flight; beyond, a query gets no answer (it retries)
-TCP_IDLE = 10.0
-MAX_TCP_CLIENTS = 64
+
+# Counted TCP events (the ``counters`` key) and what the log line says of them.
+_TCP_EVENTS = {
+    "tcp_idle_timeout": f"a TCP connection sent no query within {TCP_IDLE:g} s: closed",
+    "tcp_write_timeout": f"a TCP client read no answer within {TCP_IDLE:g} s: closed",
+    "tcp_evicted": "TCP connections full: the oldest idle one closed for a newcomer",
+    "tcp_refused": "TCP connections full and all busy: a newcomer refused",
+}
 
 
 def open_udp(address: str, port: int) -> socket.socket:
@@ -52,7 +63,8 @@ class DNSEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp: asyncio.Server | None = None
-        self._tcp_clients = 0
+        self._tcp_table: TCPTable[asyncio.StreamWriter] = TCPTable()
+        self._throttle = LogThrottle()
 
     async def start(self, tcp: socket.socket) -> None:
         """Serve UDP on the socket given at construction and TCP on ``tcp`` (bound, not yet
@@ -120,35 +132,65 @@ class DNSEndpoint:
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
-        if self._tcp_clients >= MAX_TCP_CLIENTS:
+        admission = self._tcp_table.admit(writer, client)
+        for old in admission.evicted:
+            self._tcp_event("tcp_evicted", client)
+            old.close()  # its reader sees the end of the stream; its handler cleans up
+        if not admission.admitted:
+            self._tcp_event("tcp_refused", client)
             writer.close()
             return
-        self._tcp_clients += 1
         try:
-            while True:
-                try:
-                    prefix = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
-                    (length,) = struct.unpack("!H", prefix)
-                    data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    return
-                result = self.resolver.respond(data, client, tcp=True)
-                if isinstance(result, Forward):
-                    result = await self.resolver.forward(result)
-                if result is None:
-                    return
-                writer.write(struct.pack("!H", len(result)) + result)
-                await writer.drain()
+            await self._serve_tcp(reader, writer, client)
         except ConnectionError:
             return
         except Exception:
             self.counters["internal_errors"] += 1
             self._log.exception("dns: unexpected error on TCP from %s", client)
         finally:
-            self._tcp_clients -= 1
+            self._tcp_table.drop(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _serve_tcp(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
+    ) -> None:
+        """Answer the queries of one connection in turn until it ends, idles or is evicted."""
+        while True:
+            try:
+                prefix = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                (length,) = struct.unpack("!H", prefix)
+                data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
+            except TimeoutError:
+                self._tcp_event("tcp_idle_timeout", client)
+                return
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            self._tcp_table.busy(writer)
+            result = self.resolver.respond(data, client, tcp=True)
+            if isinstance(result, Forward):
+                result = await self.resolver.forward(result)
+            if result is None:
+                return
+            writer.write(struct.pack("!H", len(result)) + result)
+            try:
+                await asyncio.wait_for(writer.drain(), TCP_IDLE)
+            except TimeoutError:
+                self._tcp_event("tcp_write_timeout", client)
+                return
+            self._tcp_table.idle(writer)
+
+    def _tcp_event(self, event: str, client: str) -> None:
+        """Count a TCP bound hit; log it at most once a minute per kind."""
+        self.counters[event] += 1
+        if self._throttle.allow(event, time.monotonic()):
+            self._log.warning(
+                "dns: %s (last from %s); further ones are only counted for a minute",
+                _TCP_EVENTS[event],
+                client,
+                extra={"fields": {"event": event, "peer": client}},
+            )
 
     # --- shutdown -----------------------------------------------------------------------------
 

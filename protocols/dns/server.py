@@ -11,19 +11,22 @@ UDP limit (512, or its EDNS size) are truncated with TC set; TCP gets them whole
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSLabel, DNSRecord
+from dnslib.label import DNSLabelError
 
 from .authority import Answer, Authority, absolute
 from .cache import ResponseCache, wire_key
 from .forward import Forwarder
+from .throttle import LogThrottle
 
-__all__ = ["Forward", "Resolver", "header_only", "truncate"]
+__all__ = ["Forward", "Resolver", "header_only", "name_fits", "truncate"]
 
 UDP_PAYLOAD = 1232  # what we advertise in our OPT record (the DNS flag day 2020 value)
 MEMO_MAX = 100_000  # stored templates; beyond, the memo starts again
@@ -32,6 +35,14 @@ _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
 _TYPE_OPT = 41
 _CLASS_IN = 1
 _CLASS_ANY = 255
+MAX_LABEL = 63  # bytes of one label (RFC 1035 2.3.4)
+MAX_NAME = 255  # bytes of a name on the wire, length octets and root included (RFC 1035 2.3.4)
+# Records a query may declare in its header (all sections): beyond, FORMERR before parsing — a
+# message of thousands of records, each name a pointer to the one before, costs the parser time
+# quadratic in their number and a recursion deeper than Python's limit.
+MAX_QUERY_RECORDS = 8
+# What the parser raises on broken input (a pointer chain too deep raises RecursionError).
+_PARSE_ERRORS = (DNSError, ValueError, IndexError, struct.error, UnicodeError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,7 @@ class Resolver:
         may_recurse: Callable[[str], bool],
         counters: Counter[str],
         clock: Callable[[], float],
+        logger: logging.Logger | None = None,
     ) -> None:
         self.authority = authority
         self.forwarder = forwarder
@@ -75,6 +87,8 @@ class Resolver:
         self.may_recurse = may_recurse
         self.counters = counters
         self.clock = clock
+        self._log = logger
+        self._throttle = LogThrottle()
         self._memo: dict[bytes, _Template] = {}
 
     def use(self, authority: Authority) -> None:
@@ -152,9 +166,11 @@ class Resolver:
         """The response to ``data`` from ``client``: bytes to send, a ``Forward`` to await,
         or None to drop (not a query, or too broken to answer)."""
         data = bytes(data)
+        if _records_declared(data) > MAX_QUERY_RECORDS:
+            return self._malformed("records", data, client)
         try:
             request = DNSRecord.parse(data)
-        except (DNSError, ValueError, IndexError, struct.error, UnicodeError):
+        except _PARSE_ERRORS:
             self.counters["malformed"] += 1
             return _formerr(data)
         header = request.header
@@ -166,6 +182,8 @@ class Resolver:
         if len(request.questions) != 1 or request.rr or request.auth:
             return self._error(request, RCODE.FORMERR, "other")
         question = request.questions[0]
+        if not name_fits(question.qname):
+            return self._malformed("name", data, client)
         qtype = int(question.qtype)
         qclass = int(question.qclass)
         opt = [rr for rr in request.ar if rr.rtype == _TYPE_OPT]
@@ -180,7 +198,10 @@ class Resolver:
         answer = self.authority.answer(name, qtype, now)
         if answer is not None:
             reply = _build(request, answer, self.forwarder is not None)
-            wire = bytes(reply.pack())  # without OPT: the response, and the template's source
+            try:
+                wire = bytes(reply.pack())  # without OPT: the response, and the template's source
+            except DNSLabelError:  # a name of the answer that cannot be written
+                return self._malformed("answer", data, client, RCODE.SERVFAIL)
             self.counters[f"{_type_name(qtype)}:{RCODE.get(answer.rcode)}"] += 1
             self._remember(data, wire, answer, qtype)
             return _finish(reply, edns, limit, wire)
@@ -202,7 +223,7 @@ class Resolver:
             return self._error(request, RCODE.SERVFAIL, None, edns=job.edns, limit=job.limit)
         try:
             upstream = DNSRecord.parse(body)
-        except (DNSError, ValueError, IndexError, struct.error, UnicodeError):
+        except _PARSE_ERRORS:
             self.counters[f"{type_name}:SERVFAIL"] += 1
             return self._error(request, RCODE.SERVFAIL, None, edns=job.edns, limit=job.limit)
         rcode = upstream.header.rcode
@@ -218,9 +239,32 @@ class Resolver:
         for rr in upstream.ar:
             if rr.rtype != _TYPE_OPT:
                 reply.add_ar(rr)
-        return _finish(reply, job.edns, job.limit)
+        try:
+            return _finish(reply, job.edns, job.limit)
+        except DNSLabelError:  # the upstream's answer holds a name that cannot be written
+            self.counters[f"{type_name}:SERVFAIL"] += 1
+            self._notice("upstream", "the upstream's answer holds a name too long to write")
+            return self._error(request, RCODE.SERVFAIL, None, edns=job.edns, limit=job.limit)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _malformed(
+        self, kind: str, data: bytes, client: str, rcode: int = RCODE.FORMERR
+    ) -> bytes | None:
+        """A bare error header for a query that cannot be answered (``kind``: what is wrong),
+        counted as ``malformed:<kind>`` and logged at most once a minute per kind."""
+        self.counters[f"malformed:{kind}"] += 1
+        self._notice(kind, f"query from {client} refused ({_MALFORMED[kind]})")
+        return header_only(data, rcode)
+
+    def _notice(self, kind: str, message: str) -> None:
+        """Log ``message`` at warning, at most once a minute for each ``kind``."""
+        if self._log is not None and self._throttle.allow(kind, self.clock()):
+            self._log.warning(
+                "dns: %s; further ones are only counted for a minute",
+                message,
+                extra={"fields": {"kind": f"malformed:{kind}"}},
+            )
 
     def _badvers(self, request: DNSRecord) -> bytes:
         reply = _build(request, Answer(RCODE.NOERROR), self.forwarder is not None)
@@ -264,6 +308,28 @@ class Resolver:
         if len(self._memo) >= MEMO_MAX:
             self._memo = {}
         self._memo[key] = _Template(heads, (tail, tail + _OPT), answer.valid_until, counter)
+
+
+_MALFORMED = {
+    "records": f"more than {MAX_QUERY_RECORDS} records declared",
+    "name": f"a label over {MAX_LABEL} bytes or a name over {MAX_NAME} bytes",
+    "answer": "a name of the answer cannot be written",
+}
+
+
+def _records_declared(data: bytes) -> int:
+    """The number of records the header of ``data`` declares in all four sections."""
+    if len(data) < 12:
+        return 0
+    return sum(struct.unpack("!4H", data[4:12]))
+
+
+def name_fits(name: DNSLabel) -> bool:
+    """True when ``name`` can be written on the wire: labels of at most 63 bytes, 255 in all."""
+    labels = name.label
+    if any(len(label) > MAX_LABEL for label in labels):
+        return False
+    return sum(len(label) + 1 for label in labels) + 1 <= MAX_NAME
 
 
 def _build(request: DNSRecord, answer: Answer, recursion: bool) -> DNSRecord:
