@@ -1,7 +1,7 @@
 """``/metrics``: Prometheus text, read at scrape time from the services' own counters (nothing is
 counted twice): DHCP, TFTP and DNS events, HTTP requests and bytes, leases by state, free pool
-addresses, how many machines are at each boot stage, and the registry (up, images by push
-state, blobs by result)."""
+addresses, how many machines are at each boot stage, the timeline's limits, and the registry
+(up, images by push state, blobs by result)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..machines.stages import STAGES
+from ..machines.timeline import LIMITS
 from ..registry.service import absent_status
 from .context import CONTEXT, HTTPContext
 from .nodes import NOT_SEEN
@@ -103,7 +104,27 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_nodes_failed", "Machines whose latest event is a failure", value=failed
         )
+        yield from _timeline(context)
         yield from _registry(context)
+
+
+def _timeline(context: HTTPContext) -> Iterator[Metric]:
+    """The timeline's bounds: machines kept, and each limit's hits."""
+    timeline = context.timeline
+    yield GaugeMetricFamily(
+        f"{PREFIX}_timeline_machines",
+        "Machines with a boot timeline kept in memory",
+        value=len(timeline.machines()),
+    )
+    limited = CounterMetricFamily(
+        f"{PREFIX}_timeline_limited",
+        "Timeline limits hit: machines evicted, stored rows skipped, details cut, events for a"
+        " malformed MAC refused, prunes of the database",
+        labels=["limit"],
+    )
+    for limit in LIMITS:
+        limited.add_metric([limit], timeline.counters[limit])
+    yield limited
 
 
 def _registry(context: HTTPContext) -> Iterator[Metric]:
