@@ -176,6 +176,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_INVALID
+    except (RecursionError, MemoryError) as exc:  # the file exhausted us: say so, no traceback
+        print(f"{args.file}: cannot load: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     if not args.quiet:
         print(f"{args.file}: OK")
         print(render_summary(model))

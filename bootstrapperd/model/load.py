@@ -44,7 +44,7 @@ from .types import (
     UnknownMachines,
     UpdatePolicy,
 )
-from .yamlsrc import Path, YAMLSyntaxError, load_with_lines
+from .yamlsrc import Path, YAMLSyntaxError, load_with_lines, read_bounded
 
 # The documented defaults and the known keys of every block come from the key table (keys.py),
 # which also writes the JSON schema and the docs' tables: the three cannot disagree.
@@ -80,18 +80,22 @@ def load_cluster_file(path: str | FilePath) -> ClusterModel:
 def read_cluster_file(path: FilePath) -> tuple[ClusterModel, str]:
     """The model and the sha256 of the file's bytes (what the daemon reports it is serving)."""
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [Problem(Severity.ERROR, "", f"cannot read: {exc}")]) from None
+    except YAMLSyntaxError as exc:  # larger than the bound: not read to its end
+        raise ConfigError(str(path), [Problem(Severity.ERROR, "", exc.message, exc.line)]) from exc
     return load_cluster_text(text, source=str(path)), hashlib.sha256(raw).hexdigest()
 
 
 def load_cluster_text(text: str, source: str = "<cluster-desc>") -> ClusterModel:
+    """Load and validate a description's text. Raises ConfigError; one caused by a bound of
+    the reader (size, depth, values) has the YAMLLimitError as its ``__cause__``."""
     try:
         data, smap = load_with_lines(text)
     except YAMLSyntaxError as exc:
-        raise ConfigError(source, [Problem(Severity.ERROR, "", exc.message, exc.line)]) from None
+        raise ConfigError(source, [Problem(Severity.ERROR, "", exc.message, exc.line)]) from exc
     reader = Reader(smap)
     for dup_path, first, again in smap.duplicates:
         reader.warn(dup_path, f"given twice (lines {first} and {again}); the later one is used")
