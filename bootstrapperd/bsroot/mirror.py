@@ -1,4 +1,5 @@
 """The image mirror on disk (``bsroot/html/static``): safe path resolution and release versions.
+Files are served only from inside the mirror: a link may point anywhere in it, never out of it.
 
 Layout (what ``flatcar-install -b`` / ``coreos-install -b`` expect below their base URL
 ``/static/<os>/<channel>``): ``<os>/<channel>/<version>/<file>``, with ``current`` a relative
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..model.types import OSConfig
+from .layout import open_inside
 
 __all__ = ["Mirror", "version_key"]
 
@@ -54,9 +56,10 @@ class Mirror:
             return os.version
         return self.current_version(os.name, os.channel) or "current"
 
-    def resolve(self, relative: str) -> Path | None:
-        """The regular file behind a URL path below ``/static/``, or None: no ``..``, no control
-        characters, and the real path (links followed) must stay inside the mirror."""
+    def locate(self, relative: str) -> Path | None:
+        """The path in the mirror that a URL path below ``/static/`` names, ``current``
+        resolved (links not followed yet), or None: no ``..``, no backslash or control
+        characters. ``open`` decides whether it is served."""
         if _CONTROL.search(relative) or "\\" in relative:
             return None
         parts = [p for p in relative.split("/") if p not in ("", ".")]
@@ -68,10 +71,9 @@ class Mirror:
             if version is None:
                 return None
             parts[2] = version
-        path = self.root.joinpath(*parts)
-        root = os.path.realpath(self.root)
-        real = os.path.realpath(path)
-        if os.path.commonpath([root, real]) != root:
-            return None
-        candidate = Path(real)
-        return candidate if candidate.is_file() else None
+        return self.root.joinpath(*parts)
+
+    def open(self, path: Path) -> int:
+        """Open a path ``locate`` gave: a file descriptor of a regular file whose real path (links
+        followed) stays inside the mirror. Raises like ``bsroot.layout.open_inside``."""
+        return open_inside(path, (self.root,))
