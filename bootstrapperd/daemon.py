@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -23,10 +24,12 @@ from .dhcp.backend import ModelBackend
 from .dhcp.service import DHCPService
 from .dns.service import DNSService
 from .http import HTTPContext, create_app
+from .http.server import ConnectionGuard, GuardedSite
 from .machines.leases import LeaseStore
 from .machines.resolver import Resolver
 from .machines.statedb import StateDB
 from .machines.timeline import Timeline
+from .machines.tokens import TokenStore
 from .model import ClusterModel
 from .model.holder import ModelHolder
 from .ra.service import RouterAdvertiser
@@ -134,10 +137,11 @@ class Daemon:
                 f"state: cannot open {self.bsroot.state / STATE_DB}: {exc}"
             ) from None
         renderer = Renderer(self.bsroot, pki)
-        timeline = Timeline(self._db)
+        timeline = Timeline(self._db, lambda mac: mac in self.holder.model.nodes_by_mac)
         leases = LeaseStore(self._db)
         resolver = Resolver(lambda: self.holder.model, leases)
         self.resolver = resolver
+        tokens = TokenStore(self._db)
         backend = ModelBackend(
             self.holder.model,
             leases,
@@ -157,6 +161,7 @@ class Daemon:
             resolver,
             timeline,
             renderer,
+            issue_token=lambda mac: tokens.issue(mac, time.time()),
         )
         self.dns = DNSService(self.holder, self.listen.address, resolver)
         self.registry = RegistryService(
@@ -170,11 +175,15 @@ class Daemon:
             leases=leases,
             resolver=resolver,
             timeline=timeline,
+            tokens=tokens,
             service_counters={
                 "dhcp": lambda: self.dhcp.counters if self.dhcp is not None else {},
                 "ra": lambda: self.ra.counters if self.ra is not None else {},
                 "tftp": lambda: self.tftp.counters if self.tftp is not None else {},
                 "dns": lambda: self.dns.counters if self.dns is not None else {},
+                "tokens": lambda: tokens.counters,
+                "model": lambda: self.holder.counters,
+                "files": lambda: self.bsroot.refusals.events(),
             },
             registry=self.registry,
         )
@@ -200,14 +209,15 @@ class Daemon:
 
     async def _start_http(self) -> None:
         assert self.http is not None  # noqa: S101 (invariant: start() made it)
+        guard = ConnectionGuard()  # connection caps, request-head deadline and size
         runner = web.AppRunner(
-            create_app(self.http),
+            create_app(self.http, guard),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.grace_period,
         )
         await runner.setup()
-        site = web.TCPSite(runner, str(self.listen.address), self.listen.http_port)
+        site = GuardedSite(runner, str(self.listen.address), self.listen.http_port, guard)
         try:
             await site.start()
         except OSError as exc:
@@ -215,6 +225,7 @@ class Daemon:
             where = f"{self.listen.address}:{self.listen.http_port}"
             raise cannot_listen("http", where, exc) from None
         self._runner = runner
+        self.http.service_counters = {**self.http.service_counters, "http": lambda: guard.counters}
         http_log.info(
             "listening",
             extra={
@@ -287,10 +298,18 @@ async def run(
     await daemon.start()
 
     def reload() -> None:
+        """SIGHUP: re-read the description. Always ends with READY=1, whatever the file holds:
+        a file that does not load keeps the old model serving and says why in the log."""
         notifier.reloading()
-        log.info("SIGHUP: reloading", extra={"fields": {"file": str(holder.path)}})
-        holder.reload()
-        notifier.ready(_status(holder))
+        try:
+            log.info("SIGHUP: reloading", extra={"fields": {"file": str(holder.path)}})
+            holder.reload()
+        except Exception:  # holder.reload() never raises; if it ever does, serving goes on
+            log.exception(
+                "reload failed; keeping the model loaded at generation %d", holder.generation
+            )
+        finally:
+            notifier.ready(_status(holder))
 
     def stop(signame: str) -> None:
         if not stopping.is_set():

@@ -22,6 +22,7 @@ __all__ = [
     "CHAIN",
     "CLOUD_CONFIG",
     "CLOUD_CONFIGS",
+    "CSR",
     "HEALTHZ",
     "IGNITION",
     "INSTALL_SH",
@@ -85,6 +86,7 @@ IGNITION = Route("ignition", "GET", "/ignition/{mac}")
 CA = Route("ca", "GET", "/tls/ca.pem")
 TLS = Route("tls", "GET", "/tls/{mac}/{name}")
 REPORT = Route("report", "POST", "/api/v1/nodes/{mac}/report")
+CSR = Route("csr", "POST", "/api/v1/nodes/{mac}/csr/{which}")
 
 ROUTES = (
     STATUS,
@@ -94,6 +96,7 @@ ROUTES = (
     API_NODE,
     API_REGISTRY,
     REPORT,
+    CSR,
     BOOT_FILE,
     CHAIN,
     IPXE_SCRIPT,
@@ -154,3 +157,6 @@ class URLs:
 
     def report(self, mac: str) -> str:
         return self.base + REPORT.path(mac=mac)
+
+    def csr(self, mac: str, which: str) -> str:
+        return self.base + CSR.path(mac=mac, which=which)

@@ -17,6 +17,7 @@ from bootstrapperd.machines.leases import LeaseStore
 from bootstrapperd.machines.resolver import Resolver
 from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.machines.timeline import Timeline
+from bootstrapperd.machines.tokens import TokenStore
 from bootstrapperd.model.holder import ModelHolder
 from bootstrapperd.render import Renderer
 
@@ -48,7 +49,8 @@ def make_context(root: Bsroot) -> tuple[HTTPContext, StateDB]:
         pki=pki,
         leases=leases,
         resolver=Resolver(lambda: holder.model, leases),
-        timeline=Timeline(db),
+        timeline=Timeline(db, lambda mac: mac in holder.model.nodes_by_mac),
+        tokens=TokenStore(db),
     )
     return context, db
 

@@ -1,5 +1,6 @@
-"""The cluster's PKI under ``bsroot/tls/``: one CA, the bootstrapper's server certificate, and
-certificates for every node (kubelet, apiserver) and for the admin (kubectl).
+"""The cluster's PKI under ``bsroot/tls/``: one CA, the bootstrapper's server certificate, the
+masters' shared service-account key, and the certificates of the keys machines make themselves
+(kubelet, apiserver, admin), signed on request (:meth:`ClusterPKI.sign`).
 
 The CA and the bootstrapper certificate are made once and never replaced. Node and admin
 certificates are kept until they no longer say what the model asks for, expire within 30 days,
@@ -106,31 +107,52 @@ class ClusterPKI:
         return self._leaf(self.tls_dir / "bootstrapper", spec, model.domain, renew=False)
 
     def node(self, model: ClusterModel, mac: str) -> NodeCerts:
-        """Worker (kubelet) certificate for any machine; apiserver certificate for masters."""
+        """Worker (kubelet) certificate for any machine; apiserver certificate for masters,
+        with keys made here (``bootstrapperd`` itself signs the keys machines make: see
+        :meth:`sign`; these are for tools and tests that need a whole pair)."""
         canon = canonical_mac(mac)
         if canon is None:
             raise ValueError(f"{mac!r} is not a MAC address")
-        node = model.node(canon)
-        if node is not None:
-            names, ips = (node.hostname, node.fqdn), (node.ip,) if node.ip is not None else ()
-        else:
-            hostname = model.hostname_for_mac(canon)
-            names, ips = (hostname, f"{hostname}.{model.domain}"), ()
         folder = self.tls_dir / "nodes" / hostname_from_mac(canon)
-        worker_spec = _Spec(names[0], None, _unique(names), ips, (SERVER, CLIENT))
+        worker_spec = node_spec(model, canon, "worker")
+        assert worker_spec is not None  # noqa: S101 (invariant: every machine has a worker)
         worker = self._leaf(folder / "worker", worker_spec, model.domain)
+        apiserver_spec = node_spec(model, canon, "apiserver")
         apiserver = None
-        if node is not None and node.kube_master:
-            sans = model.apiserver_sans
-            spec = _Spec(
-                "kube-apiserver", None, sans.dns_names, sans.ip_addresses, (SERVER, CLIENT)
-            )
-            apiserver = self._leaf(folder / "apiserver", spec, model.domain)
+        if apiserver_spec is not None:
+            apiserver = self._leaf(folder / "apiserver", apiserver_spec, model.domain)
         return NodeCerts(worker, apiserver)
 
+    def sign(self, model: ClusterModel, mac: str, which: str, csr_pem: bytes) -> bytes:
+        """The certificate for the key of certificate request ``csr_pem``, which machine
+        ``mac`` made itself: ``worker``, or for masters ``apiserver`` and ``admin``. What it
+        says (names, addresses, usages, lifetime) comes from the model, never from the request;
+        the request only brings its key, and must be signed by it. Kept (public) as
+        ``nodes/<mac>/<which>.pem``. Raises PKIError for a request that cannot be signed."""
+        spec = node_spec(model, mac, which)
+        if spec is None:
+            raise PKIError(f"{mac} is given no {which} certificate")
+        key = csr_public_key(csr_pem)
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            ca = self._load_ca(model.domain)
+            cert = _certificate(spec, key, ca, now)
+            pem = cert.public_bytes(serialization.Encoding.PEM)
+            path = self.tls_dir / "nodes" / hostname_from_mac(mac) / f"{which}.pem"
+            write_atomically(path, pem, 0o644)
+        log.info("signed %s for %s (CN %s)", which, mac, spec.cn)
+        return pem
+
+    def issued(self, mac: str, which: str) -> bytes | None:
+        """The certificate last signed for ``mac``'s ``which`` key, or None."""
+        path = self.tls_dir / "nodes" / hostname_from_mac(mac) / f"{which}.pem"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
     def admin(self) -> Issued:
-        spec = _Spec("admin", "system:masters", (), (), (CLIENT,))
-        return self._leaf(self.tls_dir / "admin", spec, None)
+        return self._leaf(self.tls_dir / "admin", ADMIN, None)
 
     def service_account_key(self) -> bytes:
         """The cluster's service-account signing key (``service-account-key.pem``, ECDSA P-256,
@@ -146,12 +168,11 @@ class ClusterPKI:
             return pem
 
     def ensure_all(self, model: ClusterModel) -> None:
+        """What the daemon needs before it serves: the CA, its own certificate and the
+        service-account key. Machines' certificates are signed when they ask (:meth:`sign`)."""
         self.service_account_key()
         self.ca(model)
         self.bootstrapper(model)
-        self.admin()
-        for node in model.nodes:
-            self.node(model, node.mac)
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -219,31 +240,87 @@ class ClusterPKI:
         self, cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime
     ) -> tuple[Issued, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, spec.cn)]
-        if spec.org is not None:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, spec.org))
-        try:
-            ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-        except x509.ExtensionNotFound:
-            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
-        builder = (
-            _builder(x509.Name(attrs), ca.cert.subject, key, now)
-            .not_valid_after(min(now + LEAF_LIFETIME, ca.cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(list(spec.usages)), critical=False)
-            .add_extension(aki, critical=False)
-        )
-        if spec.dns or spec.ips:
-            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in spec.dns]
-            sans += [x509.IPAddress(ip) for ip in spec.ips]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca.key, hashes.SHA256())
+        cert = _certificate(spec, key.public_key(), ca, now)
         cert_pem, key_pem = cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
         write_atomically(key_path, key_pem, 0o600)
         write_atomically(cert_path, cert_pem, 0o644)
         return Issued(cert_path, key_path, cert_pem, key_pem), cert
+
+
+ADMIN = _Spec("admin", "system:masters", (), (), (CLIENT,))
+NODE_CERTIFICATES = ("worker", "apiserver", "admin")
+
+
+def node_spec(model: ClusterModel, mac: str, which: str) -> _Spec | None:
+    """What machine ``mac``'s ``which`` certificate says; None when it gets none (apiserver
+    and admin are for masters only)."""
+    node = model.node(mac)
+    if which == "worker":
+        if node is not None:
+            names, ips = (node.hostname, node.fqdn), (node.ip,) if node.ip is not None else ()
+        else:
+            hostname = model.hostname_for_mac(mac)
+            names, ips = (hostname, f"{hostname}.{model.domain}"), ()
+        return _Spec(names[0], None, _unique(names), ips, (SERVER, CLIENT))
+    if node is None or not node.kube_master:
+        return None
+    if which == "apiserver":
+        sans = model.apiserver_sans
+        return _Spec("kube-apiserver", None, sans.dns_names, sans.ip_addresses, (SERVER, CLIENT))
+    if which == "admin":
+        return ADMIN
+    return None
+
+
+_PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+def csr_public_key(csr_pem: bytes) -> _PublicKey:
+    """The key of PEM certificate request ``csr_pem``, which must be signed by that key and be
+    EC P-256/P-384 or RSA of at least 2048 bits; PKIError otherwise. The request's names are
+    never used."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PKIError(f"not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise PKIError("the request is not signed by its own key")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ("secp256r1", "secp384r1"):
+            raise PKIError(f"EC curve {key.curve.name} is not accepted (P-256 or P-384)")
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise PKIError(f"RSA key of {key.key_size} bits (at least 2048)")
+        return key
+    raise PKIError(f"{type(key).__name__} keys are not accepted (EC or RSA)")
+
+
+def _certificate(spec: _Spec, key: _PublicKey, ca: _CA, now: dt.datetime) -> x509.Certificate:
+    """A leaf certificate for ``key`` saying what ``spec`` says, signed by ``ca``."""
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, spec.cn)]
+    if spec.org is not None:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, spec.org))
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    usage = _key_usage(digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPublicKey))
+    builder = (
+        _builder(x509.Name(attrs), ca.cert.subject, key, now)
+        .not_valid_after(min(now + LEAF_LIFETIME, ca.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(spec.usages)), critical=False)
+        .add_extension(aki, critical=False)
+    )
+    if spec.dns or spec.ips:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in spec.dns]
+        sans += [x509.IPAddress(ip) for ip in spec.ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca.key, hashes.SHA256())
 
 
 def _create_ca(cert_path: Path, key_path: Path, domain: str | None) -> None:
@@ -252,7 +329,7 @@ def _create_ca(cert_path: Path, key_path: Path, domain: str | None) -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        _builder(name, name, key, now)
+        _builder(name, name, key.public_key(), now)
         .not_valid_after(now + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
@@ -263,16 +340,19 @@ def _create_ca(cert_path: Path, key_path: Path, domain: str | None) -> None:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    now: dt.datetime,
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(key.public_key())
+        .public_key(key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
     )
 
 

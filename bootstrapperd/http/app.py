@@ -16,6 +16,7 @@ from . import machine, nodes
 from .context import CONTEXT, EVENT, HTTPContext
 from .files import ObservedFile
 from .metrics import metrics
+from .server import HANDLER_ARGS, ConnectionGuard, request_done
 
 log = logging.getLogger("bootstrapperd.http")
 
@@ -65,6 +66,7 @@ HANDLERS: dict[routes.Route, Handler] = {
     routes.API_NODE: nodes.one_node,
     routes.API_REGISTRY: registry_status,
     routes.REPORT: nodes.report,
+    routes.CSR: machine.sign_request,
     routes.BOOT_FILE: machine.boot_binary,
     routes.CHAIN: machine.chain_ipxe,
     routes.IPXE_SCRIPT: machine.ipxe_script,
@@ -159,8 +161,14 @@ def _observed(
         log.log(level, "%s %s %d", request.method, request.path, status, extra={"fields": fields})
 
 
-def create_app(context: HTTPContext) -> web.Application:
-    app = web.Application(middlewares=[observe])
+def create_app(context: HTTPContext, guard: ConnectionGuard | None = None) -> web.Application:
+    """The application: the route table, its middlewares, and aiohttp's limits on a request's
+    head and on idle keep-alive connections (``server.HANDLER_ARGS``); with the listener's
+    ``guard``, requests aiohttp's parser refuses are counted there, not logged one by one."""
+    handler_args = dict(HANDLER_ARGS)
+    if guard is not None:
+        handler_args["logger"] = guard.request_log
+    app = web.Application(middlewares=[request_done, observe], handler_args=handler_args)
     app[CONTEXT] = context
     app.add_routes(ROUTES)
     return app

@@ -14,6 +14,7 @@ from ..bsroot.pki import ClusterPKI
 from ..machines.leases import LeaseStore
 from ..machines.resolver import Resolver
 from ..machines.timeline import Timeline
+from ..machines.tokens import TokenStore
 from ..model.holder import ModelHolder
 from ..registry import RegistryService
 from ..render import Renderer
@@ -30,6 +31,7 @@ class HTTPContext:
     leases: LeaseStore
     resolver: Resolver
     timeline: Timeline
+    tokens: TokenStore
     # Other services' counters for /metrics: name ("dhcp", "tftp", "dns") → current counts.
     service_counters: Mapping[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
     registry: RegistryService | None = None  # None: no registry service (tests, tools)

@@ -4,25 +4,29 @@ lease or static reservation; anyone else gets 403 and a log line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_fileresponse import CONTENT_TYPES, FALLBACK_CONTENT_TYPE
 
 from .. import routes
+from ..bsroot.layout import Refused, open_inside
+from ..bsroot.pki import NODE_CERTIFICATES, PKIError, csr_public_key, node_spec
 from ..machines.events import EventKind, mirror_kind
+from ..machines.tokens import Verdict
 from ..model.fields import canonical_mac
 from ..render import PRIVATE_KINDS, Kind
 from .context import CONTEXT, EVENT
 from .files import ObservedFile
 
 log = logging.getLogger("bootstrapperd.http")
-
-_TLS_FILES = {
-    "worker.pem": ("worker", "cert"),
-    "worker-key.pem": ("worker", "key"),
-    "apiserver.pem": ("apiserver", "cert"),
-    "apiserver-key.pem": ("apiserver", "key"),
-}
 
 
 def server_of(request: web.Request) -> str:
@@ -48,17 +52,37 @@ def _mac(text: str, *suffixes: str) -> str:
 
 
 def _own_only(request: web.Request, mac: str) -> None:
-    """403 unless the client is the machine ``mac`` itself."""
+    """403 unless the client is the machine ``mac`` itself (defence in depth for what is only
+    the machine's business: an address is no credential, so nothing secret rests on this)."""
     client = request.remote or ""
     if request.app[CONTEXT].resolver.owns(mac, client):
         return
     log.warning(
-        "private key refused: the client is not this machine",
+        "machine's own file refused: the client is not this machine",
         extra={"fields": {"client": client, "mac": mac, "path": request.path}},
     )
     raise web.HTTPForbidden(
-        text=f"this holds {mac}'s private key: only {mac}, from its own address, may fetch it\n"
+        text=f"this is {mac}'s own: only {mac}, from its own address, may fetch it\n"
     )
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The install token the request presents (``Authorization: Bearer <token>``), if any."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _spend(request: web.Request, mac: str, use: str) -> bool:
+    """Spend the presented install token on ``use``: True when granted, False when none was
+    presented; 403 when one was presented and refused (the refusal raised an alarm)."""
+    context = request.app[CONTEXT]
+    client = request.remote or ""
+    verdict = context.tokens.redeem(mac, _bearer(request), use, time.time(), client)
+    if verdict is Verdict.GRANTED:
+        return True
+    if verdict is Verdict.NO_TOKEN:
+        return False
+    raise web.HTTPForbidden(text=f"install token refused ({verdict}) for {use}; alarm raised\n")
 
 
 def _served(request: web.Request, mac: str) -> None:
@@ -70,9 +94,16 @@ def _served(request: web.Request, mac: str) -> None:
 async def _rendered(request: web.Request, kind: Kind, mac: str) -> web.Response:
     context = request.app[CONTEXT]
     _served(request, mac)
+    secrets, token = False, None
     if kind in PRIVATE_KINDS:
-        _own_only(request, mac)  # before rendering: a refused client costs no keys or template
-    rendered = context.renderer.render(kind, context.holder.model, mac, server_of(request))
+        _own_only(request, mac)  # before rendering: a refused client costs no template
+        secrets = _spend(request, mac, "config")
+    elif kind is Kind.IPXE:
+        # A new boot of this machine: a fresh install token, the earlier one dies.
+        token = context.tokens.issue(mac, time.time())
+    rendered = context.renderer.render(
+        kind, context.holder.model, mac, server_of(request), secrets=secrets, token=token
+    )
     if rendered is None:
         raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")
     return web.Response(
@@ -121,47 +152,111 @@ async def ca_pem(request: web.Request) -> web.Response:
 
 
 async def node_tls(request: web.Request) -> web.Response:
-    """``/tls/<mac>/<file>``: the machine's own certificates and keys, for the machine only."""
+    """``/tls/<mac>/<which>.pem``: the certificate last signed for the machine's own key
+    (public). Its keys are made on the machine and never leave it: ``-key.pem`` is 404."""
     mac = _mac(request.match_info["mac"])
     name = request.match_info["name"]
-    if name not in _TLS_FILES:
-        raise web.HTTPNotFound(text=f"no such file; there are {', '.join(_TLS_FILES)}\n")
     mark(request, EventKind.TLS, mac, file=name)
-    context = request.app[CONTEXT]
-    model = context.holder.model
     _served(request, mac)
-    _own_only(request, mac)
-    which, part = _TLS_FILES[name]
-    certs = context.pki.node(model, mac)
-    issued = certs.worker if which == "worker" else certs.apiserver
-    if issued is None:
-        raise web.HTTPNotFound(text=f"{mac} is not a master: it has no apiserver certificate\n")
-    body = issued.cert_pem if part == "cert" else issued.key_pem
-    return web.Response(
-        body=body, content_type="application/x-pem-file", headers={"Cache-Control": "no-store"}
-    )
+    if name.endswith("-key.pem") and name.removesuffix("-key.pem") in NODE_CERTIFICATES:
+        raise web.HTTPNotFound(text="a machine's keys are made on the machine and never leave it\n")
+    which = name.removesuffix(".pem")
+    if which not in NODE_CERTIFICATES or not name.endswith(".pem"):
+        files = ", ".join(f"{w}.pem" for w in NODE_CERTIFICATES)
+        raise web.HTTPNotFound(text=f"no such file; there are {files}\n")
+    pem = request.app[CONTEXT].pki.issued(mac, which)
+    if pem is None:
+        raise web.HTTPNotFound(text=f"no {which} certificate was signed for {mac} yet\n")
+    return web.Response(body=pem, content_type="application/x-pem-file")
+
+
+CSR_LIMIT = 16 * 1024  # bytes: a certificate request is a few hundred
+
+
+async def sign_request(request: web.Request) -> web.Response:
+    """``POST /api/v1/nodes/<mac>/csr/<which>``: the certificate for a key the machine made
+    (body: its PEM certificate request), against its install token, once per certificate.
+    What the certificate says comes from the description, not from the request."""
+    mac = _mac(request.match_info["mac"])
+    which = request.match_info["which"]
+    mark(request, EventKind.CSR, mac, which=which)
+    context = request.app[CONTEXT]
+    _served(request, mac)
+    model = context.holder.model
+    if which not in NODE_CERTIFICATES or node_spec(model, mac, which) is None:
+        raise web.HTTPNotFound(text=f"{mac} is given no {which} certificate\n")
+    if request.content_length is not None and request.content_length > CSR_LIMIT:
+        raise web.HTTPRequestEntityTooLarge(max_size=CSR_LIMIT, actual_size=request.content_length)
+    body = await request.content.read(CSR_LIMIT + 1)
+    if len(body) > CSR_LIMIT:
+        raise web.HTTPRequestEntityTooLarge(max_size=CSR_LIMIT, actual_size=len(body))
+    try:
+        csr_public_key(body)  # a request that cannot be signed spends no token
+    except PKIError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    if not _spend(request, mac, f"csr:{which}"):
+        raise web.HTTPUnauthorized(text="an install token is needed (Authorization: Bearer)\n")
+    try:
+        pem = await asyncio.to_thread(context.pki.sign, model, mac, which, body)
+    except PKIError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    return web.Response(body=pem, content_type="application/x-pem-file")
+
+
+class _OpenedFile(ObservedFile):
+    """A file the view has already opened inside its tree (``bsroot.layout.open_inside``), sent
+    by aiohttp through ``/proc/self/fd/<fd>``: it reopens that very file, never whatever the
+    name points at by then. The descriptor is closed once the response is sent (or dropped)."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(Path(f"/proc/self/fd/{fd}"))
+        self.content_type = CONTENT_TYPES.guess_type(name)[0] or FALLBACK_CONTENT_TYPE
+        self._close = weakref.finalize(self, os.close, fd)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        finally:
+            self._close()
+
+
+def _open_in_tree(request: web.Request, route: str, open_file: Callable[[], int]) -> int:
+    """The descriptor ``open_file`` opens, or 404: missing, not a file, or outside its tree (the
+    last counted in the bsroot's refusals and logged at most once a minute)."""
+    try:
+        return open_file()
+    except Refused as refused:
+        if refused.edge:
+            request.app[CONTEXT].bsroot.refusals.record(route, refused, request.remote or "")
+        raise web.HTTPNotFound() from None
+    except OSError:
+        raise web.HTTPNotFound() from None
 
 
 async def boot_binary(request: web.Request) -> web.StreamResponse:
     """The iPXE binaries of ``tftpboot/`` over HTTP, for UEFI HTTP-boot firmware (the URL the
-    DHCP server gives it). Only plain files directly in ``tftpboot/``."""
+    DHCP server gives it). Only regular files directly in ``tftpboot/`` whose real path stays
+    inside it."""
     name = request.match_info["name"]
     if "/" in name or name.startswith(".") or "\0" in name:
         raise web.HTTPNotFound()
-    path = request.app[CONTEXT].bsroot.tftpboot / name
-    if not path.is_file():
-        raise web.HTTPNotFound()
+    bsroot = request.app[CONTEXT].bsroot
+    path = bsroot.tftpboot / name
+    fd = _open_in_tree(request, "boot", lambda: open_inside(path, bsroot.boot_trees))
     mark(request, EventKind.BOOT_FILE, file=name)
-    return ObservedFile(path)
+    return _OpenedFile(fd, name)
 
 
 async def mirror(request: web.Request) -> web.StreamResponse:
-    """``/static/...``: the image mirror and everything else under ``html/static``. Range,
-    ETag / If-None-Match, If-Modified-Since and HEAD, sent with sendfile."""
+    """``/static/...``: the image mirror and everything else under ``html/static``, never a file
+    whose real path leaves it. Range, ETag / If-None-Match, If-Modified-Since and HEAD, sent
+    with sendfile."""
     relative = request.match_info["path"]
-    path = request.app[CONTEXT].renderer.mirror.resolve(relative)
+    images = request.app[CONTEXT].renderer.mirror
+    path = images.locate(relative)
     if path is None:
         where = routes.STATIC.path(path=relative)
         raise web.HTTPNotFound(text=f"{where}: no such file in the mirror\n")
+    fd = _open_in_tree(request, "static", lambda: images.open(path))
     mark(request, mirror_kind(path.name), file=relative)
-    return ObservedFile(path)
+    return _OpenedFile(fd, path.name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..model import ClusterModel
 from ..routes import URLs
 
-__all__ = ["BootSpec", "boot_spec", "default_spec"]
+__all__ = ["TOKEN_ARG", "BootSpec", "boot_spec", "default_spec"]
 
 # File names in the image mirror, per OS (as the releases publish them).
 PXE_FILES = {
@@ -44,9 +44,15 @@ def _pxe_paths(model: ClusterModel) -> tuple[str, str]:
     return f"{directory}/{kernel}", f"{directory}/{initrd}"
 
 
-def boot_spec(model: ClusterModel, mac: str, hostname: str, server: str) -> BootSpec:
+TOKEN_ARG = "bootstrapperd.token"  # noqa: S105 (the kernel argument's name: machines/tokens.py)
+
+
+def boot_spec(
+    model: ClusterModel, mac: str, hostname: str, server: str, token: str | None = None
+) -> BootSpec:
     """The boot of machine ``mac`` (canonical) named ``hostname`` from the server at ``server``
-    (a base URL). Whether it is served at all is the resolver's to say."""
+    (a base URL), with its install ``token`` when one was issued for this boot. Whether it is
+    served at all is the resolver's to say."""
     kernel, initrd = _pxe_paths(model)
     urls = URLs(server)
     config: tuple[str, ...]
@@ -59,7 +65,7 @@ def boot_spec(model: ClusterModel, mac: str, hostname: str, server: str) -> Boot
         hostname=hostname,
         kernel=kernel,
         initrd=initrd,
-        args=(*config, *CONSOLE_ARGS),
+        args=(*config, *((f"{TOKEN_ARG}={token}",) if token else ()), *CONSOLE_ARGS),
     )
 
 

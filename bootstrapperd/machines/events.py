@@ -42,6 +42,7 @@ class EventKind(StrEnum):
     CLOUD_CONFIG = routes.CLOUD_CONFIG.name
     IGNITION = routes.IGNITION.name
     TLS = routes.TLS.name
+    CSR = routes.CSR.name  # a certificate request signed (or refused)
     STATIC = routes.STATIC.name
     # ... or, for a file of the image mirror, what the file is.
     KERNEL = "kernel"

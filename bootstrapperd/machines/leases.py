@@ -9,11 +9,14 @@ ended, oldest first, without scanning the table.
 from __future__ import annotations
 
 import heapq
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
+from ..model.fields import canonical_mac
 from .statedb import StateDB
 
 
@@ -42,6 +45,50 @@ class Lease:
 
 
 _COLUMNS = ("ip", "mac", "state", "expires", "client_id", "hostname", "updated")
+log = logging.getLogger("bootstrapperd.dhcp")
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _lease_of(row: tuple[object, ...]) -> Lease | None:
+    """The lease a stored row holds, or None for a row that is not one (a damaged or forged
+    database must not stop the daemon from starting)."""
+    ip_text, mac, state, expires, client_id, hostname, updated = (
+        _text(row[0]),
+        _text(row[1]),
+        _text(row[2]),
+        row[3],
+        _text(row[4]),
+        _text(row[5]),
+        _time(row[6]),
+    )
+    if ip_text is None or mac is None or state is None or updated is None:
+        return None
+    if mac and canonical_mac(mac) != mac:
+        return None
+    try:
+        ip = IPv4Address(ip_text)
+        lease_state = LeaseState(state)
+        client = bytes.fromhex(client_id) if client_id else None
+    except ValueError:
+        return None
+    ends = None if expires is None else _time(expires)
+    if expires is not None and ends is None:
+        return None
+    return Lease(ip, mac, lease_state, ends, client, hostname, updated)
 
 
 class LeaseStore:
@@ -52,14 +99,22 @@ class LeaseStore:
         self._ended: list[tuple[float, int]] = []  # heap of (end time, address) candidates
         self.on_change: Callable[[], None] | None = None  # a name's address changed (DNS)
         rows = db.query(
-            "SELECT ip, mac, state, expires, client_id, hostname, updated FROM leases "
+            "SELECT CAST(ip AS BLOB), CAST(mac AS BLOB), CAST(state AS BLOB), expires, "
+            "CAST(client_id AS BLOB), CAST(hostname AS BLOB), updated FROM leases "
             "ORDER BY updated"
         )
-        for ip, mac, state, expires, client_id, hostname, updated in rows:
-            client = bytes.fromhex(client_id) if client_id else None
-            state = LeaseState(state)
-            lease = Lease(IPv4Address(ip), mac, state, expires, client, hostname, updated)
-            self._index(lease)
+        skipped = 0
+        for row in rows:
+            lease = _lease_of(row)
+            if lease is None:
+                skipped += 1
+            else:
+                self._index(lease)
+        if skipped:
+            log.warning(
+                "lease rows that are not leases were skipped",
+                extra={"fields": {"skipped": skipped, "kept": len(self._by_ip)}},
+            )
 
     def __len__(self) -> int:
         return len(self._by_ip)

@@ -114,9 +114,12 @@ class MachineView:
                 return float("inf")
         return 0.0
 
-    def boot(self, server: str) -> BootSpec | None:
-        """What it boots from the server at ``server`` (a base URL); None when not served."""
-        return boot_spec(self.model, self.mac, self.hostname, server) if self.served else None
+    def boot(self, server: str, token: str | None = None) -> BootSpec | None:
+        """What it boots from the server at ``server`` (a base URL), with the install token
+        issued for this boot if any; None when not served."""
+        if not self.served:
+            return None
+        return boot_spec(self.model, self.mac, self.hostname, server, token)
 
 
 def machine_view(

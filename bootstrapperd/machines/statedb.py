@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL     -- JSON object
 );
 CREATE INDEX IF NOT EXISTS events_mac ON events(mac, id);
+CREATE TABLE IF NOT EXISTS install_tokens (
+    mac TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,    -- sha256 of the token, hex: the token itself is never stored
+    issued REAL NOT NULL,
+    expires REAL NOT NULL,
+    used TEXT NOT NULL       -- comma-separated uses made ("config", "csr:worker", ..., "ended")
+);
 """
 
 Statement = tuple[str, Sequence[Any]]

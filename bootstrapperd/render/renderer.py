@@ -15,7 +15,7 @@ import yaml
 
 from ..bsroot.layout import Bsroot
 from ..bsroot.mirror import Mirror
-from ..bsroot.pki import ClusterPKI
+from ..bsroot.pki import NODE_CERTIFICATES, ClusterPKI
 from ..machines.boot import BootSpec, default_spec
 from ..machines.resolver import machine_view
 from ..model import ClusterModel
@@ -37,14 +37,15 @@ class Kind(StrEnum):
     INSTALL = "install"
 
 
-PRIVATE_KINDS = frozenset({Kind.CLOUD_CONFIG, Kind.IGNITION})  # they carry private keys
+# Kinds that carry secrets when asked with ``secrets=True`` (only against an install token).
+PRIVATE_KINDS = frozenset({Kind.CLOUD_CONFIG, Kind.IGNITION})
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
     text: str
     content_type: str
-    private: bool  # carries a private key: only for the machine it belongs to
+    private: bool  # carries a secret or a token: only for the machine it belongs to
 
 
 class Renderer:
@@ -56,8 +57,12 @@ class Renderer:
 
     # --- boot scripts ---------------------------------------------------------------------------
 
-    def ipxe(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        spec = machine_view(model, mac).boot(server)
+    def ipxe(
+        self, model: ClusterModel, mac: str, server: str, token: str | None = None
+    ) -> str | None:
+        """The machine's iPXE script, with its install ``token`` in the kernel arguments when
+        one was issued for this boot."""
+        spec = machine_view(model, mac).boot(server, token)
         if spec is None:
             return None
         return self.templates.render("ipxe.j2", boot=spec, server=server, urls=URLs(server))
@@ -65,8 +70,10 @@ class Renderer:
     def chain(self, server: str) -> str:
         return self.templates.render("chain.ipxe.j2", server=server, urls=URLs(server))
 
-    def pxelinux(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        spec = machine_view(model, mac).boot(server)
+    def pxelinux(
+        self, model: ClusterModel, mac: str, server: str, token: str | None = None
+    ) -> str | None:
+        spec = machine_view(model, mac).boot(server, token)
         if spec is None:
             return None
         about = f"{spec.hostname} ({spec.mac})"
@@ -101,6 +108,7 @@ class Renderer:
         if os["name"] == "flatcar":
             config = {
                 "title": "Ignition config",
+                "format": "ignition",
                 "url": script.ignition("$MAC"),
                 "path": "ignition",  # url's parts, for sites' own templates of older releases
                 "suffix": ".json",
@@ -110,6 +118,7 @@ class Renderer:
         else:
             config = {
                 "title": "cloud-config",
+                "format": "cloud-config",
                 "url": script.cloud_config("$MAC"),
                 "path": "cloud-config",
                 "suffix": ".yml",
@@ -120,33 +129,27 @@ class Renderer:
             "install.sh.j2",
             server=server,
             report_url=script.report("$MAC"),
+            csr_url=script.csr("$MAC", ""),
+            certificates=NODE_CERTIFICATES,
             mirror=URLs(server).static(f"{os['name']}/{os['channel']}"),
             os=os,
             config=config,
             bootstrapper=str(model.bootstrapper),
         )
 
-    def _node_context(self, model: ClusterModel, mac: str, server: str) -> dict[str, Any] | None:
+    def _node_context(
+        self, model: ClusterModel, mac: str, server: str, secrets: bool
+    ) -> dict[str, Any] | None:
         view = machine_view(model, mac)
         if not view.served:
             return None  # an unknown machine, and unknown machines are ignored
         node = facts.node_facts(view)
         urls = URLs(server)
-        certs = self.pki.node(model, mac)
-        tls: dict[str, str] = {
-            "ca": self.pki.ca_pem().decode(),
-            "worker_cert": certs.worker.cert_pem.decode(),
-            "worker_key": certs.worker.key_pem.decode(),
-        }
-        if certs.apiserver is not None:
-            admin = self.pki.admin()
-            tls.update(
-                apiserver_cert=certs.apiserver.cert_pem.decode(),
-                apiserver_key=certs.apiserver.key_pem.decode(),
-                admin_cert=admin.cert_pem.decode(),
-                admin_key=admin.key_pem.decode(),
-                service_account_key=self.pki.service_account_key().decode(),
-            )
+        # No private key of the machine's own: it makes its keys and has their certificates
+        # signed (install.sh). What it cannot make is given only with its install token.
+        tls: dict[str, str] = {"ca": self.pki.ca_pem().decode()}
+        if secrets and node["is_master"]:
+            tls["service_account_key"] = self.pki.service_account_key().decode()
         os = self._os(model)
         policy = model.update_policy
         install = None
@@ -174,9 +177,11 @@ class Renderer:
             "server": server,
         }
 
-    def node_setup(self, model: ClusterModel, mac: str, server: str) -> dict[str, Any] | None:
+    def node_setup(
+        self, model: ClusterModel, mac: str, server: str, secrets: bool = False
+    ) -> dict[str, Any] | None:
         """The machine's set-up (hostname, SSH keys, files, units), as ``node.yaml.j2`` gives it."""
-        context = self._node_context(model, mac, server)
+        context = self._node_context(model, mac, server, secrets)
         if context is None:
             return None
         return self._setup(context)
@@ -195,8 +200,10 @@ class Renderer:
         setup.setdefault("ssh_authorized_keys", [])
         return setup
 
-    def cloud_config(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        context = self._node_context(model, mac, server)
+    def cloud_config(
+        self, model: ClusterModel, mac: str, server: str, secrets: bool = False
+    ) -> str | None:
+        context = self._node_context(model, mac, server, secrets)
         if context is None:
             return None
         setup = self._setup(context)
@@ -208,20 +215,33 @@ class Renderer:
             update=context["update"],
         )
 
-    def ignition(self, model: ClusterModel, mac: str, server: str) -> str | None:
-        setup = self.node_setup(model, mac, server)
+    def ignition(
+        self, model: ClusterModel, mac: str, server: str, secrets: bool = False
+    ) -> str | None:
+        setup = self.node_setup(model, mac, server, secrets)
         return dumps(to_ignition(setup)) if setup is not None else None
 
-    def render(self, kind: Kind, model: ClusterModel, mac: str, server: str) -> Rendered | None:
+    def render(
+        self,
+        kind: Kind,
+        model: ClusterModel,
+        mac: str,
+        server: str,
+        *,
+        secrets: bool = False,
+        token: str | None = None,
+    ) -> Rendered | None:
         """What the server serves for ``kind`` to machine ``mac`` (canonical); None when the
-        machine gets nothing (unknown, and unknown machines are ignored)."""
+        machine gets nothing (unknown, and unknown machines are ignored). ``secrets``: the
+        configuration carries what a machine cannot make itself (only against its install
+        token); ``token``: the install token a boot script hands to the machine."""
         if kind is Kind.INSTALL:
             return Rendered(self.install_sh(model, server), "text/x-shellscript", False)
         if kind is Kind.IPXE:
-            text = self.ipxe(model, mac, server)
-            return Rendered(text, "text/plain", False) if text is not None else None
+            text = self.ipxe(model, mac, server, token)
+            return Rendered(text, "text/plain", token is not None) if text is not None else None
         if kind is Kind.IGNITION:
-            text = self.ignition(model, mac, server)
-            return Rendered(text, "application/json", True) if text is not None else None
-        text = self.cloud_config(model, mac, server)
-        return Rendered(text, "text/cloud-config", True) if text is not None else None
+            text = self.ignition(model, mac, server, secrets)
+            return Rendered(text, "application/json", secrets) if text is not None else None
+        text = self.cloud_config(model, mac, server, secrets)
+        return Rendered(text, "text/cloud-config", secrets) if text is not None else None

@@ -2,10 +2,12 @@
 
 Read-only and rooted, by construction: the name is normalised (``\\`` → ``/``, empty and ``.``
 parts dropped); ``..`` parts, absolute names and control characters are refused; the path is
-resolved with every symlink followed and must still lie inside bsroot (so Sextant's relative
-links from ``tftpboot/`` into ``html/static/`` work, a link to ``/etc`` does not); only regular
-files are opened. ``static/...`` falls back to the image mirror (``html/static``) when
-``tftpboot/static`` does not exist, as if Sextant's link were there.
+resolved with every symlink followed and must still lie inside ``tftpboot/`` or
+``html/static/`` (``Bsroot.tftp_trees``: Sextant's relative links from ``tftpboot/`` into the
+mirror work; a link to ``/etc``, ``tls/``, ``state/`` or ``config/`` does not); only regular
+files are opened, and the opened file must still lie there (``bsroot.layout.open_inside``).
+``static/...`` falls back to the image mirror (``html/static``) when ``tftpboot/static`` does
+not exist, as if Sextant's link were there.
 
 Generated names (a file on disk of the same name wins, so a site can pin its own):
 ``boot.ipxe``, ``ipxe/<mac>`` (any MAC spelling, optional ``.ipxe``),
@@ -18,7 +20,6 @@ import io
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +30,8 @@ from protocols.tftp.packet import ErrorCode, Request
 from protocols.tftp.session import Address
 
 from .. import routes
-from ..bsroot.layout import Bsroot
+from ..bsroot.layout import Bsroot, Refused, open_inside
+from ..machines.resolver import is_served
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
 from ..render import Renderer
@@ -41,6 +43,12 @@ log = logging.getLogger("bootstrapperd.tftp")
 
 _PXELINUX_MAC = re.compile(r"01-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REASONS = {  # what the client is told for each kind of ``Refused``
+    "outside": "path leaves the served tree",
+    "loop": "symlink loop",
+    "changed": "file changed while opening",
+    "special": "not a regular file",
+}
 
 
 class TFTPFiles:
@@ -52,12 +60,14 @@ class TFTPFiles:
         model: Callable[[], ClusterModel],
         server: str,
         renderer: Renderer,
+        issue_token: Callable[[str], str] | None = None,
     ) -> None:
         self.bsroot = bsroot
         self._renderer = renderer
         self._model = model
         self.server = server  # base URL of the HTTP server, for the scripts
-        self._root = Path(os.path.realpath(bsroot.root))
+        # A machine's boot script hands it a fresh install token (machines/tokens.py).
+        self._issue_token = issue_token
 
     def __call__(self, request: Request, peer: Address) -> Opened | Refusal:
         name = request.filename
@@ -75,7 +85,7 @@ class TFTPFiles:
             return Refusal(ErrorCode.FILE_NOT_FOUND, "no file name")
         relative = "/".join(parts)
         netascii = request.mode == "netascii"
-        found = self._open_file(relative, netascii)
+        found = self._open_file(relative, netascii, peer)
         if found is not None:
             return found
         generated = self._generate(relative)
@@ -94,32 +104,28 @@ class TFTPFiles:
             return [first, self.bsroot.html_static / relative.removeprefix(static)]
         return [first]
 
-    def _open_file(self, relative: str, netascii: bool) -> Opened | Refusal | None:
+    def _open_file(self, relative: str, netascii: bool, peer: Address) -> Opened | Refusal | None:
         for candidate in self._candidates(relative):
-            real = Path(os.path.realpath(candidate))
-            if not real.is_relative_to(self._root):
-                return Refusal(ErrorCode.ACCESS_VIOLATION, "path leaves the served tree")
             try:
-                fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = open_inside(candidate, self.bsroot.tftp_trees)
             except FileNotFoundError:
                 continue
-            except IsADirectoryError:
-                return Refusal(ErrorCode.FILE_NOT_FOUND, "not a file")
+            except Refused as refused:
+                return self._refused(refused, peer)
             except PermissionError:
                 return Refusal(ErrorCode.ACCESS_VIOLATION, "permission denied")
-            except OSError as exc:  # ELOOP: the last part became a symlink since realpath
-                return Refusal(ErrorCode.ACCESS_VIOLATION, f"cannot open: {exc.strerror}")
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    return Refusal(ErrorCode.FILE_NOT_FOUND, "not a file")
-                file = os.fdopen(fd, "rb", buffering=READ_BUFFER)
             except OSError as exc:
-                os.close(fd)
                 return Refusal(ErrorCode.ACCESS_VIOLATION, f"cannot open: {exc.strerror}")
+            file = os.fdopen(fd, "rb", buffering=READ_BUFFER)
             size = _netascii_size_of(file) if netascii else os.fstat(fd).st_size
             return Opened(relative, file, size, file.close)
         return None
+
+    def _refused(self, refused: Refused, peer: Address) -> Refusal:
+        if not refused.edge:
+            return Refusal(ErrorCode.FILE_NOT_FOUND, "not a file")
+        self.bsroot.refusals.record("tftp", refused, f"{peer[0]}:{peer[1]}")
+        return Refusal(ErrorCode.ACCESS_VIOLATION, _REASONS[refused.kind])
 
     # --- generated files ----------------------------------------------------------------------
 
@@ -133,12 +139,22 @@ class TFTPFiles:
         if lowered.startswith(routes.TFTP_IPXE_DIR):
             name = lowered.removeprefix(routes.TFTP_IPXE_DIR).removesuffix(".ipxe")
             mac = canonical_mac(name)
-            return self._renderer.ipxe(model, mac, self.server) if mac else None
+            if not mac:
+                return None
+            return self._renderer.ipxe(model, mac, self.server, self._token(model, mac))
         if lowered.startswith(routes.TFTP_PXELINUX_DIR):
             match = _PXELINUX_MAC.fullmatch(lowered.removeprefix(routes.TFTP_PXELINUX_DIR))
             mac = canonical_mac(match.group(1)) if match else None
-            return self._renderer.pxelinux(model, mac, self.server) if mac else None
+            if not mac:
+                return None
+            return self._renderer.pxelinux(model, mac, self.server, self._token(model, mac))
         return None
+
+    def _token(self, model: ClusterModel, mac: str) -> str | None:
+        """A fresh install token for a served machine's boot script (none for the others)."""
+        if self._issue_token is None or not is_served(model, mac):
+            return None
+        return self._issue_token(mac)
 
 
 def _netascii_size_of(file: BinaryIO) -> int:

@@ -7,10 +7,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from protocols.tftp.endpoint import SERVER_PORT, Report, TFTPEndpoint, open_socket
+from protocols.tftp.endpoint import (
+    MAX_PER_SOURCE,
+    MAX_TRANSFERS,
+    SERVER_PORT,
+    Report,
+    TFTPEndpoint,
+    open_socket,
+)
 
 from ..bsroot.layout import Bsroot
 from ..machines.events import EventKind, Source
@@ -20,6 +28,7 @@ from ..model.holder import ModelHolder
 from ..render import Renderer
 from ..routes import base_url
 from ..runtime.errors import cannot_listen
+from ..runtime.fdlimit import FD_RESERVE, FDS_PER_TRANSFER, raise_fd_limit, transfer_cap
 from .files import TFTPFiles
 
 log = logging.getLogger("bootstrapperd.tftp")
@@ -46,6 +55,7 @@ class TFTPService:
         resolver: Resolver,
         timeline: Timeline,
         renderer: Renderer,
+        issue_token: Callable[[str], str] | None = None,
     ) -> None:
         self.holder = holder
         self.interface = interface
@@ -54,7 +64,7 @@ class TFTPService:
         self.timeline = timeline
         self.counters: Counter[str] = Counter()
         server = base_url(address, http_port)
-        self.files = TFTPFiles(bsroot, lambda: holder.model, server, renderer)
+        self.files = TFTPFiles(bsroot, lambda: holder.model, server, renderer, issue_token)
         self._endpoint: TFTPEndpoint | None = None
 
     def start(self, port: int = SERVER_PORT) -> None:
@@ -67,6 +77,7 @@ class TFTPService:
             raise cannot_listen("tftp", where, exc, hint) from None
         # The largest block that fits one unfragmented datagram on this interface.
         max_blksize = interface_mtu(self.interface) - IP_UDP_TFTP_HEADERS
+        max_transfers = self._transfer_cap()
         self._endpoint = TFTPEndpoint(
             sock,
             self.files,
@@ -74,6 +85,7 @@ class TFTPService:
             counters=self.counters,
             logger=log,
             max_blksize=max_blksize,
+            max_transfers=max_transfers,
         )
         self._endpoint.start()
         log.info(
@@ -85,9 +97,35 @@ class TFTPService:
                     "port": port,
                     "root": str(self.files.bsroot.tftpboot),
                     "max_blksize": max_blksize,
+                    "max_transfers": max_transfers,
+                    "max_per_source": MAX_PER_SOURCE,
                 }
             },
         )
+
+    def _transfer_cap(self) -> int:
+        """Raise the descriptor limit and derive the transfer cap from it (logged)."""
+        limit = raise_fd_limit()
+        cap = transfer_cap(limit.soft, MAX_TRANSFERS)
+        level = logging.WARNING if cap < MAX_TRANSFERS else logging.INFO
+        log.log(
+            level,
+            "file descriptors: %s",
+            "enough for every transfer slot"
+            if cap == MAX_TRANSFERS
+            else "too few for every transfer slot: raise LimitNOFILE",
+            extra={
+                "fields": {
+                    "nofile_soft_before": limit.before,
+                    "nofile_soft": limit.soft,
+                    "nofile_hard": limit.hard,
+                    "fds_per_transfer": FDS_PER_TRANSFER,
+                    "fd_reserve": FD_RESERVE,
+                    "max_transfers": cap,
+                }
+            },
+        )
+        return cap
 
     @property
     def active(self) -> int:

@@ -14,6 +14,7 @@ TFTP for ``ipxe.efi`` first.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from bootstrapperd.lab.netlab import NetLab, unavailable_reason
@@ -114,13 +116,28 @@ def _config(boot: Boot, machine: Machine) -> dict[str, Any]:
     return config
 
 
+def _data(source: str) -> str:
+    """The text of a data URL (URL-quoted, or base64 as install.sh writes them)."""
+    assert source.startswith("data:"), source[:40]
+    header, _, data = source.partition(",")
+    if header.endswith(";base64"):
+        return base64.b64decode(data).decode()
+    return urllib.parse.unquote(data)
+
+
+def _files(config: dict[str, Any]) -> dict[str, str]:
+    """Every file the installed Ignition config writes: the served config, merged by install.sh
+    with the keys the machine made and their certificates."""
+    files: dict[str, str] = {}
+    for merged in config.get("ignition", {}).get("config", {}).get("merge", []):
+        files.update(_files(json.loads(_data(merged["source"]))))
+    for entry in config.get("storage", {}).get("files", []):
+        files[entry["path"]] = _data(entry["contents"]["source"])
+    return files
+
+
 def _file(config: dict[str, Any], path: str) -> str | None:
-    for entry in config["storage"]["files"]:
-        if entry["path"] == path:
-            source: str = entry["contents"]["source"]
-            assert source.startswith("data:,")
-            return urllib.parse.unquote(source.removeprefix("data:,"))
-    return None
+    return _files(config).get(path)
 
 
 def _lease_address(machine: Machine) -> IPv4Address:
@@ -186,6 +203,13 @@ def test_the_config_is_its_own(bios: Boot, spec: MachineSpec) -> None:
     cert = x509.load_pem_x509_certificate(pem.encode())
     common_name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert common_name == hostname
+    # The key was made on the machine and matches the certificate the bootstrapper signed.
+    key = _file(config, "/etc/kubernetes/ssl/worker-key.pem")
+    assert key is not None
+    private = serialization.load_pem_private_key(key.encode(), password=None)
+    assert private.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+    shared = _file(config, "/etc/kubernetes/ssl/service-account-key.pem")
+    assert (shared is not None) is master  # given to masters only, against the install token
     roles = [str(role) for role in node.roles] if node is not None else ["worker"]
     assert bios.nodes[spec.mac]["roles"] == roles
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,9 @@ def test_a_simulated_boot_on_the_status_page(netlab: NetLab, bsroot: Path) -> No
     install = curl(lab, f"{BASE}/install.sh")
     assert f"VERSION={VERSION}" in install
     ignition = json.loads(curl(lab, f"{BASE}/ignition/{WORKER}.json"))
-    assert any(
-        f["path"] == "/etc/kubernetes/ssl/worker-key.pem" for f in ignition["storage"]["files"]
-    )
+    paths = {f["path"] for f in ignition["storage"]["files"]}
+    assert "/etc/kubernetes/ssl/ca.pem" in paths
+    assert not [p for p in paths if p.endswith("-key.pem")]  # the machine makes its keys
     curl(
         lab,
         "-f",
@@ -159,16 +160,14 @@ def test_mirror_range_head_and_etag_with_curl(netlab: NetLab, bsroot: Path) -> N
     assert version == f"FLATCAR_VERSION={VERSION}\n"
 
 
-def test_private_keys_only_to_the_lease_holder(netlab: NetLab, bsroot: Path) -> None:
+def test_own_files_only_to_the_lease_holder_and_keys_to_nobody(
+    netlab: NetLab, bsroot: Path
+) -> None:
     need_tools("dhclient", "curl")
     lab = DHCPLab.build(netlab, bsroot, WORKER)
     lab.cli.ip("addr", "add", "10.77.0.50/24", "dev", "node0")  # nobody's lease
     daemon = lab.start_daemon()
-    private = (
-        f"{BASE}/cloud-config/{WORKER}",
-        f"{BASE}/ignition/{WORKER}.json",
-        f"{BASE}/tls/{WORKER}/worker-key.pem",
-    )
+    private = (f"{BASE}/cloud-config/{WORKER}", f"{BASE}/ignition/{WORKER}.json")
 
     def status(url: str, source: str) -> str:
         return curl(lab, "--interface", source, "-o", "/dev/null", "-w", "%{http_code}", url)
@@ -176,7 +175,7 @@ def test_private_keys_only_to_the_lease_holder(netlab: NetLab, bsroot: Path) -> 
     for url in private:
         assert status(url, "10.77.0.50") == "403", url
     assert status(f"{BASE}/tls/ca.pem", "10.77.0.50") == "200"
-    wait_until(lambda: "private key refused" in daemon.output)
+    wait_until(lambda: "client is not this machine" in daemon.output)
     log, output = lab.dhclient()
     bound = [e for e in events(log) if e.get("reason") == "BOUND"]
     assert bound, output
@@ -185,5 +184,9 @@ def test_private_keys_only_to_the_lease_holder(netlab: NetLab, bsroot: Path) -> 
     for url in private:
         assert status(url, leased) == "200", url
         assert status(url, "10.77.0.50") == "403", url
-    key = curl(lab, "--interface", leased, f"{BASE}/tls/{WORKER}/worker-key.pem")
-    assert key == (bsroot / "tls/nodes/52-54-00-77-00-11/worker-key.pem").read_text()
+    # A machine's keys are made on the machine: nobody, not even the lease holder, gets one.
+    for source in (leased, "10.77.0.50"):
+        assert status(f"{BASE}/tls/{WORKER}/worker-key.pem", source) == "404", source
+    for url in private:
+        text = curl(lab, "--interface", leased, url)
+        assert "PRIVATE" not in urllib.parse.unquote(text), url

@@ -47,7 +47,7 @@ def test_a_reservation_of_a_leased_address_hands_out_no_keys(netlab: NetLab, bsr
 
     # The machine on the address is the holder: the newcomer's keys are not served there...
     assert status(lab, f"{BASE}/ignition/{NEWCOMER}.json") == "403"
-    assert status(lab, f"{BASE}/tls/{NEWCOMER}/apiserver-key.pem") == "403"
+    assert status(lab, f"{BASE}/tls/{NEWCOMER}/apiserver-key.pem") == "404"  # to nobody
     # ...and the holder is still served its own.
     assert status(lab, f"{BASE}/ignition/{HOLDER}.json") == "200"
 

@@ -293,7 +293,7 @@ def test_new_master_reissues_apiserver_but_keeps_workers(
     grown = example(NEW_MASTER)
     with caplog.at_level(logging.INFO, logger="bootstrapperd.tls"):
         pki.ensure_all(grown)
-    new = pki.node(grown, MASTER_MAC)
+        new = pki.node(grown, MASTER_MAC)
     assert new.worker == old.worker
     assert [pki.node(grown, n.mac).worker for n in model.nodes] == others
     assert old.apiserver is not None

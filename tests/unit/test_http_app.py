@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from bootstrapperd.bsroot.layout import Bsroot
@@ -113,30 +119,81 @@ async def test_unknown_machines_ignored_get_404(root: Bsroot) -> None:
             assert (await served.client.get(path)).status == 404, path
 
 
-async def test_private_keys_only_for_their_machine(
+def private_keys(text: str) -> int:
+    """PEM private keys in a served configuration (Ignition's data URLs are URL-quoted)."""
+    return urllib.parse.unquote(text).count("-----BEGIN PRIVATE KEY-----")
+
+
+def token_of(script: str) -> str:
+    """The install token a boot script hands its machine (kernel argument)."""
+    found = re.search(r"bootstrapperd\.token=(\S+)", script)
+    assert found is not None, script
+    return found.group(1)
+
+
+async def test_no_private_key_without_the_install_token(
     root: Bsroot, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with serve(root) as served:
         client = served.client
-        # Nobody holds 127.0.0.1 yet: every private response is refused.
-        for path in (
-            f"/cloud-config/{WORKER}",
-            f"/ignition/{WORKER}.json",
-            f"/tls/{WORKER}/worker-key.pem",
-            f"/tls/{WORKER}/worker.pem",
-        ):
+        # Nobody holds 127.0.0.1 yet: a machine's own configuration is refused.
+        for path in (f"/cloud-config/{WORKER}", f"/ignition/{WORKER}.json"):
+            assert (await client.get(path)).status == 403, path
+        assert any("client is not this machine" in r.message for r in caplog.records)
+        # A machine's keys never leave it: no key file is served to anyone, even itself.
+        served.act_as(MASTER)
+        for which in ("worker", "apiserver", "admin"):
+            response = await client.get(f"/tls/{MASTER}/{which}-key.pem")
+            assert response.status == 404, which
+        # Its own address and MAC are not enough: its configuration carries no private key.
+        for path in (f"/cloud-config/{MASTER}", f"/ignition/{MASTER}.json"):
             response = await client.get(path)
-            assert response.status == 403, path
-        assert any("private key refused" in r.message for r in caplog.records)
-        # Acting as the worker: its own files, not another machine's.
-        served.act_as(WORKER)
-        assert (await client.get(f"/tls/{WORKER}/worker-key.pem")).status == 200
-        assert (await client.get(f"/cloud-config/{MASTER}")).status == 403
-        assert (await client.get(f"/tls/{MASTER}/apiserver-key.pem")).status == 403
-        assert (await client.get(f"/tls/{WORKER}/apiserver.pem")).status == 404  # not a master
+            assert response.status == 200, path
+            assert private_keys(await response.text()) == 0, path
+        assert (await client.get(f"/cloud-config/{WORKER}")).status == 403  # not its own
         # Anyone may fetch the CA certificate, the boot scripts and install.sh.
         for path in ("/tls/ca.pem", f"/ipxe/{MASTER}", "/install.sh", "/boot.ipxe"):
             assert (await client.get(path)).status == 200, path
+
+
+async def test_the_install_token_gives_the_secrets_once_and_a_second_use_raises_an_alarm(
+    root: Bsroot,
+) -> None:
+    async with serve(root) as served:
+        client = served.client
+        served.act_as(MASTER)
+        token = token_of(await (await client.get(f"/ipxe/{MASTER}")).text())
+        auth = {"Authorization": f"Bearer {token}"}
+        first = await client.get(f"/ignition/{MASTER}.json", headers=auth)
+        assert first.status == 200
+        assert first.headers["Cache-Control"] == "no-store"
+        config = await first.text()
+        assert private_keys(config) == 1  # the masters' shared service-account key
+        assert "service-account-key.pem" in config
+        second = await client.get(f"/ignition/{MASTER}.json", headers=auth)
+        assert second.status == 403
+        assert private_keys(await second.text()) == 0
+        wrong = await client.get(f"/ignition/{MASTER}.json", headers={"Authorization": "Bearer x"})
+        assert wrong.status == 403
+        alarms = served.context.tokens.alarms_of(MASTER)
+        assert [str(a.verdict) for a in alarms] == ["used", "unknown"]
+        # A new boot supersedes the token; an installed machine's token dies.
+        fresh = token_of(await (await client.get(f"/ipxe/{MASTER}")).text())
+        assert fresh != token
+        report = await client.post(f"/api/v1/nodes/{MASTER}/report", data={"event": "installed"})
+        assert report.status == 200
+        late = await client.get(
+            f"/ignition/{MASTER}.json", headers={"Authorization": f"Bearer {fresh}"}
+        )
+        assert late.status == 403
+        # A worker's configuration, even with its token, carries no private key at all.
+        served.act_as(WORKER)
+        token = token_of(await (await client.get(f"/ipxe/{WORKER}")).text())
+        response = await client.get(
+            f"/ignition/{WORKER}.json", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 200
+        assert private_keys(await response.text()) == 0
 
 
 async def test_a_static_reservation_is_the_machines_own_address(root: Bsroot) -> None:
@@ -148,17 +205,50 @@ async def test_a_static_reservation_is_the_machines_own_address(root: Bsroot) ->
         assert not served.context.resolver.owns(WORKER, "10.77.0.10")
 
 
-async def test_key_files_match_the_certificates(root: Bsroot) -> None:
+def csr_for(key: ec.EllipticCurvePrivateKey, common_name: str = "anything") -> bytes:
+    """A certificate request for ``key`` asking for names of its own choosing."""
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("evil.example")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+async def test_keys_made_on_the_machine_are_signed_once_against_the_token(root: Bsroot) -> None:
     async with serve(root) as served:
+        client = served.client
         served.act_as(WORKER)
-        key = await (await served.client.get(f"/tls/{WORKER}/worker-key.pem")).read()
-        cert = await (await served.client.get(f"/tls/{WORKER}/worker.pem")).read()
-        ca = await (await served.client.get("/tls/ca.pem")).read()
-        assert b"PRIVATE KEY" in key
-        assert b"CERTIFICATE" in cert
-        assert b"CERTIFICATE" in ca
-        assert cert == (root.tls / "nodes" / "52-54-00-77-00-11" / "worker.pem").read_bytes()
-        assert b"PRIVATE" not in ca
+        token = token_of(await (await client.get(f"/ipxe/{WORKER}")).text())
+        auth = {"Authorization": f"Bearer {token}"}
+        key = ec.generate_private_key(ec.SECP256R1())
+        url = f"/api/v1/nodes/{WORKER}/csr/worker"
+        assert (await client.post(url, data=csr_for(key))).status == 401  # no token
+        assert (await client.post(url, data=b"junk", headers=auth)).status == 400
+        response = await client.post(url, data=csr_for(key), headers=auth)
+        assert response.status == 200
+        cert = x509.load_pem_x509_certificate(await response.read())
+        # The key is the machine's; the names are the description's, not the request's.
+        public = cert.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        assert public.public_numbers() == key.public_key().public_numbers()
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == "worker1"
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "evil.example" not in sans.get_values_for_type(x509.DNSName)
+        ca = x509.load_pem_x509_certificate(await (await client.get("/tls/ca.pem")).read())
+        cert.verify_directly_issued_by(ca)
+        # Published (public), once per certificate; a worker gets no apiserver certificate.
+        published = await client.get(f"/tls/{WORKER}/worker.pem")
+        assert await published.read() == cert.public_bytes(serialization.Encoding.PEM)
+        again = await client.post(url, data=csr_for(key), headers=auth)
+        assert again.status == 403
+        apiserver = f"/api/v1/nodes/{WORKER}/csr/apiserver"
+        assert (await client.post(apiserver, data=csr_for(key), headers=auth)).status == 404
+        # No private key was ever written for it on the bootstrapper.
+        folder = root.tls / "nodes" / "52-54-00-77-00-11"
+        assert not [p for p in folder.iterdir() if p.name.endswith("-key.pem")]
 
 
 async def test_ignition_carries_the_same_set_up_as_cloud_config(root: Bsroot) -> None:
@@ -410,6 +500,9 @@ async def test_render_prints_what_the_server_serves(root: Bsroot, kind: str) -> 
             "install": "/install.sh",
         }[kind]
         served_text = await (await served.client.get(path)).text()
+        if kind == "ipxe":  # the script served hands out a fresh install token; render does not
+            token = token_of(served_text)
+            served_text = served_text.replace(f" bootstrapperd.token={token}", "")
         base = served.base
     exe = shutil.which("bootstrapperd") or str(
         Path(__file__).parents[2] / ".venv/bin/bootstrapperd"
@@ -495,11 +588,16 @@ def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
                 "kube-controller-manager.yaml",
                 "kube-scheduler.yaml",
             }
-            assert "/etc/kubernetes/ssl/apiserver-key.pem" in keys
             assert "--register-with-taints=node-role.kubernetes.io/control-plane" in kubelet
+            secret = renderer.cloud_config(model, node.mac, server, secrets=True)
+            assert secret is not None
+            secret_files = {f["path"] for f in yaml.safe_load(secret)["write_files"]}
+            assert secret_files - set(files) == {"/etc/kubernetes/ssl/service-account-key.pem"}
         else:
             assert not manifests
-            assert "/etc/kubernetes/ssl/apiserver-key.pem" not in keys
+            secret = renderer.cloud_config(model, node.mac, server, secrets=True)
+            assert secret == text  # a worker is given nothing secret
+        assert keys == set()  # no private key without the install token
         assert ("role=ingress" in kubelet) == node.ingress_label
         assert f"--hostname-override={node.hostname} " in kubelet
         assert f"--cluster-dns={model.cluster_dns} " in kubelet
@@ -518,4 +616,6 @@ def test_cloud_config_units_per_role(tmp_path: Path, description: Path) -> None:
         assert update == model.update_policy.reboot_strategy
         if update != "off":
             assert config["coreos"]["locksmith"]["window_start"] == model.update_policy.start_time
-        assert files["/etc/kubernetes/ssl/worker-key.pem"]["permissions"] == "0600"
+        if node.kube_master:
+            sa = {f["path"]: f for f in yaml.safe_load(secret)["write_files"]}
+            assert sa["/etc/kubernetes/ssl/service-account-key.pem"]["permissions"] == "0600"

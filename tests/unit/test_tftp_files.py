@@ -4,6 +4,7 @@ routes of the HTTP app, which serve the same scripts."""
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -110,10 +111,10 @@ def test_symlinks_inside_bsroot_work_and_outside_are_refused(
     secret.write_text("s")
     (root.tftpboot / "leak").symlink_to(secret)
     (root.tftpboot / "leakdir").symlink_to(tmp_path)
-    (root.tftpboot / "cfg").symlink_to("../config")  # inside bsroot: allowed
+    (root.tftpboot / "cfg").symlink_to("../config")  # outside tftpboot/ and html/static
     assert refusal(files(rrq("leak"), PEER)) is ErrorCode.ACCESS_VIOLATION
     assert refusal(files(rrq("leakdir/secret"), PEER)) is ErrorCode.ACCESS_VIOLATION
-    assert read(files(rrq("cfg/cluster-desc.yml"), PEER)) == root.cluster_desc.read_bytes()
+    assert refusal(files(rrq("cfg/cluster-desc.yml"), PEER)) is ErrorCode.ACCESS_VIOLATION
     (root.tftpboot / "dir").mkdir()
     assert refusal(files(rrq("dir"), PEER)) is ErrorCode.FILE_NOT_FOUND
 
@@ -210,7 +211,28 @@ async def test_http_serves_the_same_ipxe_scripts(files: TFTPFiles, root: Bsroot)
         assert response.status == 200
         text = await response.text()
         model = served.context.holder.model
-        assert text == files._renderer.ipxe(model, MASTER, served.base)
+        token = re.search(r"bootstrapperd\.token=(\S+)", text)
+        assert token is not None  # each boot script hands its machine a fresh install token
+        assert text == files._renderer.ipxe(model, MASTER, served.base, token.group(1))
         chain = await (await client.get("/boot.ipxe")).text()
         assert f"chain {served.base}/ipxe/${{mac:hexhyp}}" in chain
         assert (await client.get("/ipxe/not-a-mac")).status == 404
+
+
+def test_boot_scripts_over_tftp_hand_out_a_fresh_install_token(root: Bsroot) -> None:
+    holder = ModelHolder.load(root.cluster_desc)
+    issued: list[str] = []
+
+    def issue(mac: str) -> str:
+        issued.append(mac)
+        return f"token{len(issued)}"
+
+    files = TFTPFiles(
+        root, lambda: holder.model, SERVER, Renderer(root, ClusterPKI(root.tls)), issue
+    )
+    assert b"bootstrapperd.token=token1 " in read(files(rrq(f"ipxe/{MASTER}"), PEER))
+    pxelinux = read(files(rrq("pxelinux.cfg/01-52-54-00-77-00-10"), PEER))
+    assert b"bootstrapperd.token=token2 " in pxelinux
+    assert issued == [MASTER, MASTER]
+    assert b"token" not in read(files(rrq("boot.ipxe"), PEER))  # no machine: no token
+    assert issued == [MASTER, MASTER]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import stat
+import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -29,6 +30,9 @@ CONFIG_OFFSET = 8 << 20  # where the stand-in flatcar-install writes the machine
 CONFIG_HEADER = b"BOOTSTRAPPERD-LAB-CONFIG"
 DISK_SIZE = 16 << 20
 BUSYBOX = Path("/bin/busybox")  # busybox-static
+# install.sh makes the machine's keys and certificate requests with openssl (Flatcar's live
+# system has it): the host's binary and the shared libraries it needs go in as they are.
+OPENSSL = Path("/usr/bin/openssl")
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc's hook: configure the interface, the default route and the resolver; keep the lease.
@@ -168,6 +172,33 @@ class Cpio:
         return b"".join(self._parts)
 
 
+def shared_libraries(program: Path) -> list[Path]:
+    """The shared libraries ``program`` loads (the dynamic loader included), as ldd says."""
+    listing = subprocess.run(
+        ["ldd", str(program)], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in listing.splitlines():
+        words = line.split()
+        path = words[words.index("=>") + 1] if "=>" in words else (words[0] if words else "")
+        if path.startswith("/"):
+            found.append(Path(path))
+    return found
+
+
+def _add_program(cpio: Cpio, program: Path, made: set[str]) -> None:
+    """``program`` as ``bin/<name>`` and its libraries at their own paths."""
+    cpio.file(f"bin/{program.name}", program.read_bytes(), 0o755)
+    for library in shared_libraries(program):
+        parts = library.parts[1:]  # without the root
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                made.add(directory)
+                cpio.directory(directory)
+        cpio.file("/".join(parts), library.read_bytes(), 0o755)
+
+
 def build_initramfs(kernel: Kernel, resolve: Iterable[str] = ()) -> bytes:
     """The gzipped initramfs; ``resolve`` are names (besides its own) each machine looks up."""
     if not BUSYBOX.is_file():
@@ -180,6 +211,9 @@ def build_initramfs(kernel: Kernel, resolve: Iterable[str] = ()) -> bytes:
         cpio.directory(directory)
     cpio.char_device("dev/console", 5, 1)
     cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    if not OPENSSL.is_file():
+        raise FileNotFoundError(f"{OPENSSL} is missing (Debian package openssl)")
+    _add_program(cpio, OPENSSL, {"bin", "dev", "etc", "lib", "lib/modules"})
     cpio.file("init", _substitute(INIT).encode(), 0o755)
     cpio.file("bin/flatcar-install", _substitute(FLATCAR_INSTALL).encode(), 0o755)
     cpio.file("etc/udhcpc/default.script", UDHCPC_SCRIPT.encode(), 0o755)
