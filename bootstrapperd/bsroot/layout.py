@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocols.throttle import LogThrottle
+
 __all__ = [
     "REFUSAL_LOG_INTERVAL",
     "Bsroot",
@@ -62,19 +64,16 @@ class TreeRefusals:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self._clock = clock
-        self._logged: dict[tuple[str, str], float] = {}
+        self._throttle = LogThrottle(REFUSAL_LOG_INTERVAL)
         self._quiet: Counter[tuple[str, str]] = Counter()
 
     def record(self, route: str, refused: Refused, peer: str = "") -> None:
         """Count one refusal; log it unless this (route, kind) was logged within the interval."""
         key = (route, refused.kind)
         self.counts[key] += 1
-        now = self._clock()
-        last = self._logged.get(key)
-        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
+        if not self._throttle.allow(f"{route}:{refused.kind}", self._clock()):
             self._quiet[key] += 1
             return
-        self._logged[key] = now
         fields = {
             "route": route,
             "kind": refused.kind,

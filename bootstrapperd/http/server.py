@@ -23,6 +23,8 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from protocols.throttle import LogThrottle
+
 __all__ = [
     "HANDLER_ARGS",
     "HEAD_TIMEOUT",
@@ -140,7 +142,7 @@ class ConnectionGuard:
     def __init__(self, limits: ConnectionLimits | None = None) -> None:
         self.limits = limits or ConnectionLimits()
         self.counters: Counter[str] = Counter()
-        self._logged: dict[str, float] = {}
+        self._throttle = LogThrottle(LOG_INTERVAL)
         self.request_log = RequestErrorLog(self)
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], GuardedProtocol]:
@@ -150,9 +152,7 @@ class ConnectionGuard:
     def hit(self, event: str, client: str) -> None:
         """Count a bound hit; log it at most once a minute per kind."""
         self.counters[event] += 1
-        now = time.monotonic()
-        if now >= self._logged.get(event, float("-inf")):
-            self._logged[event] = now + LOG_INTERVAL
+        if self._throttle.allow(event, time.monotonic()):
             log.warning(
                 "%s (last from %s); further ones are only counted for a minute",
                 EVENTS[event],

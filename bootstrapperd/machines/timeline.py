@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocols.throttle import LogThrottle
+
 from ..model.fields import canonical_mac
 from .events import EventKind, Source
 from .stages import NOT_SEEN, Progress, advance
@@ -74,17 +76,14 @@ class QuietLog:
     def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = logger
         self._clock = clock
-        self._last: dict[str, float] = {}
+        self._throttle = LogThrottle(LOG_INTERVAL)
         self._held: Counter[str] = Counter()
 
     def warning(self, kind: str, message: str, *args: object, **fields: object) -> bool:
         """Log ``message`` unless ``kind`` was logged less than a minute ago; True if logged."""
-        now = self._clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < LOG_INTERVAL:
+        if not self._throttle.allow(kind, self._clock()):
             self._held[kind] += 1
             return False
-        self._last[kind] = now
         held = self._held.pop(kind, 0)
         extra = {"fields": {"limit": kind, "held_back": held, **fields}}
         self._log.warning(message, *args, extra=extra)

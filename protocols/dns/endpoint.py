@@ -15,9 +15,9 @@ import struct
 import time
 from collections import Counter
 
+from ..throttle import LogThrottle
 from .server import Forward, Resolver, header_only
 from .tcp import TCP_IDLE, TCPTable
-from .throttle import LogThrottle
 
 __all__ = ["DNSEndpoint", "open_udp"]
 

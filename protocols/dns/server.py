@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSLabel, DNSRecord
 from dnslib.label import DNSLabelError
 
+from ..throttle import LogThrottle
 from .authority import Answer, Authority, absolute
 from .cache import ResponseCache, wire_key
 from .forward import Forwarder
-from .throttle import LogThrottle
 
 __all__ = ["Forward", "Resolver", "header_only", "name_fits", "truncate"]
 

@@ -14,11 +14,9 @@ TFTP for ``ipxe.efi`` first.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
-import urllib.parse
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -35,6 +33,7 @@ from bootstrapperd.lab.vm.lab import BootLab, Machine, Packed, pack_bsroot
 from bootstrapperd.lab.vm.qemu import MachineSpec, missing_tools, ovmf
 from bootstrapperd.model import ClusterModel
 from tests.conftest import EXAMPLE, need, need_tools
+from tests.ignition import ignition_files
 
 pytestmark = pytest.mark.netns
 
@@ -116,28 +115,8 @@ def _config(boot: Boot, machine: Machine) -> dict[str, Any]:
     return config
 
 
-def _data(source: str) -> str:
-    """The text of a data URL (URL-quoted, or base64 as install.sh writes them)."""
-    assert source.startswith("data:"), source[:40]
-    header, _, data = source.partition(",")
-    if header.endswith(";base64"):
-        return base64.b64decode(data).decode()
-    return urllib.parse.unquote(data)
-
-
-def _files(config: dict[str, Any]) -> dict[str, str]:
-    """Every file the installed Ignition config writes: the served config, merged by install.sh
-    with the keys the machine made and their certificates."""
-    files: dict[str, str] = {}
-    for merged in config.get("ignition", {}).get("config", {}).get("merge", []):
-        files.update(_files(json.loads(_data(merged["source"]))))
-    for entry in config.get("storage", {}).get("files", []):
-        files[entry["path"]] = _data(entry["contents"]["source"])
-    return files
-
-
 def _file(config: dict[str, Any], path: str) -> str | None:
-    return _files(config).get(path)
+    return ignition_files(config).get(path)
 
 
 def _lease_address(machine: Machine) -> IPv4Address:

@@ -9,9 +9,7 @@ import base64
 import json
 import os
 import re
-import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from bootstrapperd.lab.netlab import NetLab
 from tests.conftest import need_tools
+from tests.ignition import ignition_files
 from tests.integration.dhcp_lab import DHCPLab, events
 
 MASTER = "52:54:00:77:00:10"  # master1, reservation 10.77.0.10
@@ -34,23 +33,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 """
-
-
-def _decode(source: str) -> str:
-    header, _, data = source.partition(",")
-    if header.endswith(";base64"):
-        return base64.b64decode(data).decode()
-    return urllib.parse.unquote(data)
-
-
-def ignition_files(config: dict[str, Any]) -> dict[str, str]:
-    """Every file an Ignition config writes, merged configs (data URLs) included."""
-    files: dict[str, str] = {}
-    for merged in config.get("ignition", {}).get("config", {}).get("merge", []):
-        files.update(ignition_files(json.loads(_decode(merged["source"]))))
-    for entry in config.get("storage", {}).get("files", []):
-        files[entry["path"]] = _decode(entry["contents"]["source"])
-    return files
 
 
 def cloud_config_files(text: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from bootstrapperd.machines.statedb import StateDB
 from bootstrapperd.model.holder import ModelHolder
 from protocols.dns.server import MAX_QUERY_RECORDS, Resolver
 from protocols.dns.tcp import TCPTable
-from protocols.dns.throttle import LogThrottle
+from protocols.throttle import LogThrottle
 from tests.conftest import EXAMPLE
 
 CLIENT = "10.77.0.10"

@@ -177,6 +177,15 @@ async def test_the_install_token_gives_the_secrets_once_and_a_second_use_raises_
         assert wrong.status == 403
         alarms = served.context.tokens.alarms_of(MASTER)
         assert [str(a.verdict) for a in alarms] == ["used", "unknown"]
+        listed = await (await client.get("/api/v1/nodes")).json()
+        assert [(a["mac"], a["verdict"]) for a in listed["alarms"]] == [
+            (MASTER, "used"),
+            (MASTER, "unknown"),
+        ]
+        master = next(n for n in listed["nodes"] if n["mac"] == MASTER)
+        assert master["alarms"] == 2
+        one = await (await client.get(f"/api/v1/nodes/{MASTER}")).json()
+        assert [a["use"] for a in one["alarm_log"]] == ["config", "config"]
         # A new boot supersedes the token; an installed machine's token dies.
         fresh = token_of(await (await client.get(f"/ipxe/{MASTER}")).text())
         assert fresh != token

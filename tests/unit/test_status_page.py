@@ -149,7 +149,12 @@ class FakeApi:
         self._timelines: dict[str, list[dict[str, Any]]] = {}
         self._failing = False
         self._registry: dict[str, Any] = copy.deepcopy(REGISTRY)
+        self._alarms: list[dict[str, Any]] = []
         self.paths: list[str] = []
+
+    def set_alarms(self, alarms: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._alarms = copy.deepcopy(alarms)
 
     def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -179,7 +184,8 @@ class FakeApi:
             if self._failing:
                 return 503, "text/plain", b"down for the test\n"
             if path == "/api/v1/nodes":
-                return 200, "application/json", json.dumps(payload(self._nodes)).encode()
+                body = {**payload(self._nodes), "alarms": self._alarms}
+                return 200, "application/json", json.dumps(body).encode()
             mac = unquote(path.removeprefix("/api/v1/nodes/"))
             for node in self._nodes:
                 if node["mac"] == mac:
@@ -610,4 +616,31 @@ def test_registry_section_shows_each_image_and_what_failed(status: StatusPage) -
     )
     # The machines' table is not disturbed by any of this.
     expect(status.cell(MASTER["mac"], "stage")).to_have_text("kernel/initrd")
+    status.assert_quiet()
+
+
+def test_a_refused_install_token_raises_an_alarm_banner(status: StatusPage) -> None:
+    from playwright.sync_api import expect
+
+    status.open()
+    page = status.page
+    banner = page.locator("#alarms")
+    expect(status.cell(MASTER["mac"], "stage")).to_have_text("kernel/initrd")
+    expect(banner).to_be_hidden()
+    alarm = {
+        "at": time.time(),
+        "mac": MASTER["mac"],
+        "use": "config",
+        "verdict": "used",
+        "client": HOSTILE,
+    }
+    status.api.set_alarms([alarm])
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Install token refused")
+    item = page.locator(f'#alarm-list li[data-mac="{MASTER["mac"]}"]')
+    expect(item).to_contain_text("config refused (used)")
+    expect(item).to_contain_text(HOSTILE)  # as text, never as markup
+    assert page.locator("#alarms img").count() == 0
+    status.api.set_alarms([])
+    expect(banner).to_be_hidden()
     status.assert_quiet()
