@@ -2,9 +2,12 @@
 masters' shared service-account key, and the certificates of the keys machines make themselves
 (kubelet, apiserver, admin), signed on request (:meth:`ClusterPKI.sign`).
 
-The CA and the bootstrapper certificate are made once and never replaced. Node and admin
-certificates are kept until they no longer say what the model asks for, expire within 30 days,
-or were not signed by the current CA; then they are re-issued with a new key.
+The CA, the bootstrapper's certificate and the service-account key are made when missing and
+never replaced: a bootstrapper certificate that no longer says what the model asks for, expires
+within 30 days or was not signed by the current CA is kept, with a warning that says why. No
+machine's private key is made or kept here: a machine's certificate says what the model says
+(:func:`node_spec`), is signed for the key of its request and kept, public, as
+``nodes/<mac>/<which>.pem``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from ..model import ClusterModel, canonical_mac, hostname_from_mac
+from ..model import ClusterModel, hostname_from_mac
 from .layout import write_atomically
 
 log = logging.getLogger("bootstrapperd.tls")
@@ -31,7 +34,7 @@ log = logging.getLogger("bootstrapperd.tls")
 CA_LIFETIME = dt.timedelta(days=3652)
 LEAF_LIFETIME = dt.timedelta(days=365)
 BACKDATE = dt.timedelta(minutes=5)
-RENEW_BEFORE = dt.timedelta(days=30)
+EXPIRY_WARNING = dt.timedelta(days=30)  # the bootstrapper's certificate: warn, never replace
 SERVER = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
 
@@ -49,12 +52,6 @@ class Issued:
     key_path: Path
     cert_pem: bytes
     key_pem: bytes
-
-
-@dataclass(frozen=True)
-class NodeCerts:
-    worker: Issued
-    apiserver: Issued | None  # masters only
 
 
 @dataclass(frozen=True)
@@ -77,10 +74,11 @@ class _CA:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class _Kept:
+    """The bootstrapper's certificate as last read, with what it was checked against."""
+
     spec: _Spec
     stamps: tuple[_Stamp, _Stamp, tuple[_Stamp, _Stamp]]
-    not_after: dt.datetime
     issued: Issued
 
 
@@ -91,7 +89,7 @@ class ClusterPKI:
         self.tls_dir = tls_dir
         self._lock = threading.RLock()
         self._ca: _CA | None = None
-        self._leaves: dict[Path, _Entry] = {}
+        self._bootstrapper: _Kept | None = None
 
     def ca(self, model: ClusterModel | None = None) -> Issued:
         """The CA; made when both files are missing (its CN names ``model.domain`` if given)."""
@@ -101,27 +99,33 @@ class ClusterPKI:
         return self.ca().cert_pem
 
     def bootstrapper(self, model: ClusterModel) -> Issued:
+        """The bootstrapper's server certificate and key (``bootstrapper.pem``,
+        ``bootstrapper-key.pem``): made when both are missing, never replaced. One on disk that
+        is not what the model asks for is kept, with a warning that says why."""
         dns = [model.dockerdomain, "bootstrapper"]
         dns += [f"{name}.{model.domain}" for name in dns if "." not in name]
         spec = _Spec(model.dockerdomain, None, _unique(dns), (model.bootstrapper,), (SERVER,))
-        return self._leaf(self.tls_dir / "bootstrapper", spec, model.domain, renew=False)
-
-    def node(self, model: ClusterModel, mac: str) -> NodeCerts:
-        """Worker (kubelet) certificate for any machine; apiserver certificate for masters,
-        with keys made here (``bootstrapperd`` itself signs the keys machines make: see
-        :meth:`sign`; these are for tools and tests that need a whole pair)."""
-        canon = canonical_mac(mac)
-        if canon is None:
-            raise ValueError(f"{mac!r} is not a MAC address")
-        folder = self.tls_dir / "nodes" / hostname_from_mac(canon)
-        worker_spec = node_spec(model, canon, "worker")
-        assert worker_spec is not None  # noqa: S101 (invariant: every machine has a worker)
-        worker = self._leaf(folder / "worker", worker_spec, model.domain)
-        apiserver_spec = node_spec(model, canon, "apiserver")
-        apiserver = None
-        if apiserver_spec is not None:
-            apiserver = self._leaf(folder / "apiserver", apiserver_spec, model.domain)
-        return NodeCerts(worker, apiserver)
+        cert_path = self.tls_dir / "bootstrapper.pem"
+        key_path = self.tls_dir / "bootstrapper-key.pem"
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            ca = self._load_ca(model.domain)
+            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
+            kept = self._bootstrapper
+            if kept is not None and kept.spec == spec and kept.stamps == stamps:
+                return kept.issued
+            if stamps[:2] == (None, None):
+                log.info("issued %s (CN %s)", cert_path, spec.cn)
+                issued = _new_pair(cert_path, key_path, spec, ca, now)
+            else:
+                _whole_pair(stamps[0], stamps[1], cert_path, key_path)
+                issued, cert = _read(cert_path, key_path)
+                problems = _problems(cert, spec, ca.cert, now)
+                if problems:
+                    log.warning("%s is kept as it is, but: %s", cert_path, "; ".join(problems))
+            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
+            self._bootstrapper = _Kept(spec, stamps, issued)
+            return issued
 
     def sign(self, model: ClusterModel, mac: str, which: str, csr_pem: bytes) -> bytes:
         """The certificate for the key of certificate request ``csr_pem``, which machine
@@ -150,9 +154,6 @@ class ClusterPKI:
             return path.read_bytes()
         except FileNotFoundError:
             return None
-
-    def admin(self) -> Issued:
-        return self._leaf(self.tls_dir / "admin", ADMIN, None)
 
     def service_account_key(self) -> bytes:
         """The cluster's service-account signing key (``service-account-key.pem``, ECDSA P-256,
@@ -193,58 +194,6 @@ class ClusterPKI:
                 raise PKIError(f"{key_path}: unsupported CA key type {type(key).__name__}")
             self._ca = _CA(issued, cert, key, stamps)
             return self._ca
-
-    def _leaf(self, stem: Path, spec: _Spec, domain: str | None, *, renew: bool = True) -> Issued:
-        cert_path, key_path = stem.parent / f"{stem.name}.pem", stem.parent / f"{stem.name}-key.pem"
-        now = dt.datetime.now(dt.UTC)
-        with self._lock:
-            ca = self._load_ca(domain)
-            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
-            hit = self._leaves.get(cert_path)
-            current = hit is not None and hit.spec == spec and hit.stamps == stamps
-            if hit is not None and current and (not renew or hit.not_after - now > RENEW_BEFORE):
-                return hit.issued
-            if not renew and stamps[:2] != (None, None):
-                _whole_pair(stamps[0], stamps[1], cert_path, key_path)
-                found = _read(cert_path, key_path)  # never replaced: only say what is wrong
-                problems = _problems(found[1], spec, ca.cert, now, extra_ok=True)
-                if problems:
-                    log.warning("%s is kept as it is, but: %s", cert_path, "; ".join(problems))
-            else:
-                found = self._renew(cert_path, key_path, spec, ca, now)
-            issued, cert = found
-            stamps = (_stamp(cert_path), _stamp(key_path), ca.stamps)
-            self._leaves[cert_path] = _Entry(spec, stamps, cert.not_valid_after_utc, issued)
-            return issued
-
-    def _renew(
-        self, cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime
-    ) -> tuple[Issued, x509.Certificate]:
-        """The certificate on disk when it is still right, else a new one (logged with why)."""
-        why = [f"{p.name} is missing" for p in (cert_path, key_path) if not p.exists()]
-        if not why:
-            try:
-                found = _read(cert_path, key_path)
-                why = _problems(found[1], spec, ca.cert, now)
-            except PKIError as exc:
-                why = [str(exc)]
-            if not why:
-                return found
-        if len(why) == 2 and "missing" in why[1]:
-            log.info("issued %s (CN %s)", cert_path, spec.cn)
-        else:
-            log.info("re-issued %s (CN %s): %s", cert_path, spec.cn, "; ".join(why))
-        return self._issue(cert_path, key_path, spec, ca, now)
-
-    def _issue(
-        self, cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime
-    ) -> tuple[Issued, x509.Certificate]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(spec, key.public_key(), ca, now)
-        cert_pem, key_pem = cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-        write_atomically(key_path, key_pem, 0o600)
-        write_atomically(cert_path, cert_pem, 0o644)
-        return Issued(cert_path, key_path, cert_pem, key_pem), cert
 
 
 ADMIN = _Spec("admin", "system:masters", (), (), (CLIENT,))
@@ -323,6 +272,16 @@ def _certificate(spec: _Spec, key: _PublicKey, ca: _CA, now: dt.datetime) -> x50
     return builder.sign(ca.key, hashes.SHA256())
 
 
+def _new_pair(cert_path: Path, key_path: Path, spec: _Spec, ca: _CA, now: dt.datetime) -> Issued:
+    """A new key and its certificate saying what ``spec`` says, signed by ``ca``, written."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(spec, key.public_key(), ca, now)
+    cert_pem, key_pem = cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    write_atomically(key_path, key_pem, 0o600)
+    write_atomically(cert_path, cert_pem, 0o644)
+    return Issued(cert_path, key_path, cert_pem, key_pem)
+
+
 def _create_ca(cert_path: Path, key_path: Path, domain: str | None) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cn = f"bootstrapperd cluster CA ({domain})" if domain else "bootstrapperd cluster CA"
@@ -363,14 +322,9 @@ def _key_usage(**flags: bool) -> x509.KeyUsage:
 
 
 def _problems(
-    cert: x509.Certificate,
-    spec: _Spec,
-    ca_cert: x509.Certificate,
-    now: dt.datetime,
-    *,
-    extra_ok: bool = False,
+    cert: x509.Certificate, spec: _Spec, ca_cert: x509.Certificate, now: dt.datetime
 ) -> list[str]:
-    """Why ``cert`` is not what ``spec`` asks for (empty: it is)."""
+    """Why ``cert`` is not what ``spec`` asks for (empty: it is); SANs beyond it are fine."""
     out = []
     for oid, want, label in (
         (NameOID.COMMON_NAME, spec.cn, "CN"),
@@ -389,9 +343,7 @@ def _problems(
     want_sans = {n.lower() for n in spec.dns} | {str(ip) for ip in spec.ips}
     if want_sans - have_sans:
         out.append("SANs lack " + ", ".join(sorted(want_sans - have_sans)))
-    if have_sans - want_sans and not extra_ok:
-        out.append("SANs have extra " + ", ".join(sorted(have_sans - want_sans)))
-    if cert.not_valid_after_utc - now <= RENEW_BEFORE:
+    if cert.not_valid_after_utc - now <= EXPIRY_WARNING:
         out.append(f"expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     try:
         cert.verify_directly_issued_by(ca_cert)
@@ -406,7 +358,7 @@ def _whole_pair(cert: _Stamp, key: _Stamp, cert_path: Path, key_path: Path) -> N
         there, gone = (cert_path, key_path) if key is None else (key_path, cert_path)
         raise PKIError(
             f"{gone} is missing but {there} exists: restore it, or remove both to make new ones "
-            "(a new CA means every certificate signed by the old one is re-issued)"
+            "(certificates signed by an old CA do not verify under a new one)"
         )
 
 
