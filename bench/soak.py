@@ -400,11 +400,12 @@ _SAMPLE = re.compile(r"^bootstrapperd_(\w+?)_(?:events|requests)_total\{([^}]*)\
 
 def malformed_counts(metrics: str) -> dict[str, int]:
     """Malformed inputs per protocol in a ``/metrics`` text: the DHCP, TFTP and DNS events
-    whose kind starts with ``malformed``; for HTTP the requests answered with a 4xx code."""
+    whose kind starts with ``malformed``; for HTTP the requests answered with a 4xx code and
+    those aiohttp's parser refused or the connection guard closed for their head."""
     counts = dict.fromkeys(PROTOCOLS, 0)
     for service, labels, value in _SAMPLE.findall(metrics):
         if service == "http":
-            if re.search(r'code="4\d\d"', labels):
+            if re.search(r'code="4\d\d"|event="(bad_request|head_too_large|head_timeout)"', labels):
                 counts["http"] += int(float(value))
         elif service in counts and re.search(r'event="malformed', labels):
             counts[service] += int(float(value))
