@@ -570,9 +570,6 @@ def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[har
     )
 
 
-RATIO_FIELDS = ("row", "ratio", "target", "met")
-"""A ratio's entries in the JSON report."""
-
 COLUMNS = (
     Column("row", 27),
     Column("server", 13),
@@ -722,7 +719,7 @@ BENCHMARK: Benchmark[Lab, list[Row], RunResult, Summary] = Benchmark(
     summarise=summarise,
     render=lambda run, summaries: render_table(summaries, run.results, run.args.duration),
     json_head=json_head,
-    json_ratios=lambda summaries: [r.json(*RATIO_FIELDS) for r in ratios(summaries)],
+    json_ratios=lambda summaries: [r.json() for r in ratios(summaries)],
     json_run=json_run,
     add_options=add_options,
     missing_tools=lambda: not_on_path("dnsmasq", "dnsperf", "dig", "ss"),

@@ -480,8 +480,13 @@ class Ratio:
         return {True: "met", False: "NOT met", None: "not measured"}[self.met]
 
     def json(self, *names: str) -> dict[str, object]:
-        """The named attributes (fields and properties), in that order, for the JSON report."""
-        return {name: getattr(self, name) for name in names}
+        """The named attributes (fields and properties), in that order, for the JSON report;
+        by default :data:`RATIO_FIELDS`."""
+        return {name: getattr(self, name) for name in names or RATIO_FIELDS}
+
+
+RATIO_FIELDS = ("row", "ratio", "target", "met")
+"""A ratio's entries in the JSON reports that have targets."""
 
 
 def no_target(row: str) -> float | None:

@@ -382,9 +382,6 @@ def ratios(summaries: Sequence[Summary], reference: str = REFERENCE) -> list[har
     )
 
 
-RATIO_FIELDS = ("row", "ratio", "target", "met")
-"""A ratio's entries in the JSON report."""
-
 COLUMNS = (
     Column("row", 24),
     Column("server", 13),
@@ -506,9 +503,7 @@ BENCHMARK: Benchmark[TftpLab, list[Row], FetchResult, Summary] = Benchmark(
     summarise=summarise,
     render=lambda run, summaries: render_table(summaries, run.results, run.lab.payload.size),
     json_head=json_head,
-    json_ratios=lambda summaries: [
-        r.json("row", "ratio", "target", "met") for r in ratios(summaries)
-    ],
+    json_ratios=lambda summaries: [r.json() for r in ratios(summaries)],
     add_options=add_options,
     missing_tools=lambda: not_on_path("dnsmasq", "tftp", "atftp", "ss"),
     versions=tool_versions,

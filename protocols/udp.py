@@ -10,6 +10,8 @@ import struct
 import time
 from collections import Counter
 
+from .throttle import LogThrottle
+
 __all__ = ["DROPS", "RECEIVE_BUFFER", "SO_RXQ_OVFL", "DropWatch", "kernel_drops", "tune_receive"]
 
 RECEIVE_BUFFER = 4 << 20  # SO_RCVBUF asked for: a burst of requests waits here, not dropped
@@ -39,7 +41,7 @@ class DropWatch:
         self._counters = counters
         self._log = logger
         self._what = what
-        self._warned_at = -WARN_EVERY
+        self._warnings = LogThrottle(WARN_EVERY)
         self._warned_count = 0
 
     def update(self, ancdata: list[tuple[int, int, bytes]]) -> None:
@@ -47,15 +49,13 @@ class DropWatch:
         if drops is None or drops <= self._counters["receive_buffer_drops"]:
             return
         self._counters["receive_buffer_drops"] = drops
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
+        if self._warnings.allow("drops", time.monotonic()):
             self._log.warning(
                 "%s: %d datagrams dropped by the kernel (receive buffer full) since the last "
                 "warning",
                 self._what,
                 drops - self._warned_count,
             )
-            self._warned_at = now
             self._warned_count = drops
 
 

@@ -20,6 +20,7 @@ from protocols.dhcp.options import Opt, encode_ip, encode_ips, encode_str
 from protocols.dhcp.packet import Packet
 from protocols.dhcp.ratelimit import FirstContactLimiter
 from protocols.dhcp.server import Boot, Mode, Settings, Verdict
+from protocols.throttle import LogThrottle
 
 from ..machines.leases import LeaseStore
 from ..machines.resolver import is_served, machine_view
@@ -77,7 +78,7 @@ class ModelBackend:
         self._first_contact = FirstContactLimiter(
             NEW_UNKNOWN_PER_SECOND, NEW_UNKNOWN_BURST, RECENT_UNKNOWN, RECENT_SECONDS
         )
-        self._limited_warned = -LIMITED_WARN_EVERY
+        self._limited_warnings = LogThrottle(LIMITED_WARN_EVERY)
         self._limited_since_warning = 0
         self.use(model)
 
@@ -113,14 +114,13 @@ class ModelBackend:
             return True
         self.counters["unknown_rate_limited"] += 1
         self._limited_since_warning += 1
-        if now - self._limited_warned >= LIMITED_WARN_EVERY:
+        if self._limited_warnings.allow("unknown_rate_limited", now):
             log.warning(
                 "new unknown MACs arrive faster than %s/s: %d ignored since the last warning",
                 NEW_UNKNOWN_PER_SECOND,
                 self._limited_since_warning,
                 extra={"fields": {"mac": mac}},
             )
-            self._limited_warned = now
             self._limited_since_warning = 0
         return None
 

@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 
 from protocols.errors import MalformedPacket
 
+from ..throttle import LogThrottle
 from ..udp import DROPS, DropWatch, tune_receive
 from .packet import Packet, ethernet_ok, parse, reply_size, serialize
 from .server import BROADCAST, SERVER_PORT, Destination, DHCPServer, Outcome
@@ -85,13 +86,12 @@ class DHCPEndpoint:
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arp_failed = False
-        self._overload_warned = -OVERLOAD_WARN_EVERY
+        self._warnings = LogThrottle(OVERLOAD_WARN_EVERY)  # overload, send queue full
         self._shed_since_warning = 0
         self._drops = DropWatch(counters, logger, f"dhcp {interface}:{port}")
         self._waiting: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._queue_max = SEND_QUEUE_MAX
         self._writer = False
-        self._dropped_warned = -OVERLOAD_WARN_EVERY
         self._dropped_since_warning = 0
 
     def start(self) -> None:
@@ -145,14 +145,12 @@ class DHCPEndpoint:
             self._datagram(*item)
 
     def _note_overload(self, shed: int) -> None:
-        now = time.monotonic()
         self._shed_since_warning += shed
-        if now - self._overload_warned >= OVERLOAD_WARN_EVERY:
+        if self._warnings.allow("overload", time.monotonic()):
             self.log.warning(
                 "overloaded: %d DISCOVERs shed since the last warning (clients retry)",
                 self._shed_since_warning,
             )
-            self._overload_warned = now
             self._shed_since_warning = 0
 
     def _arrived_elsewhere(self, ancdata: list[tuple[int, int, bytes]]) -> bool:
@@ -275,15 +273,13 @@ class DHCPEndpoint:
         self._writer = False
 
     def _note_dropped(self) -> None:
-        now = time.monotonic()
         self._dropped_since_warning += 1
-        if now - self._dropped_warned >= OVERLOAD_WARN_EVERY:
+        if self._warnings.allow("send_queue_full", time.monotonic()):
             self.log.warning(
                 "send queue full (%d replies waiting): %d replies dropped since the last warning",
                 len(self._waiting),
                 self._dropped_since_warning,
             )
-            self._dropped_warned = now
             self._dropped_since_warning = 0
 
     def _teach_arp(self, address: IPv4Address, mac: bytes) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import MalformedPacket
+from ..throttle import LogThrottle
 from ..udp import DropWatch, tune_receive
 from .packet import ErrorCode, Opcode, Request, error_packet, parse
 from .session import Address, Outcome, ReadSession, Source
@@ -145,7 +146,7 @@ class TFTPEndpoint:
         self._transfers: dict[Address, _Transfer] = {}
         self._per_source: Counter[str] = Counter()
         self._drops = DropWatch(counters, logger, "tftp listener")
-        self._warned: dict[str, float] = {}
+        self._warnings = LogThrottle(REFUSAL_WARN_EVERY)
         self._unwarned: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -224,15 +225,13 @@ class TFTPEndpoint:
         """Count a refusal at a bound; warn at most once a minute for each kind."""
         self.counters[kind] += 1
         self._unwarned[kind] += 1
-        now = time.monotonic()
-        if now - self._warned.get(kind, -REFUSAL_WARN_EVERY) < REFUSAL_WARN_EVERY:
+        if not self._warnings.allow(kind, time.monotonic()):
             return
         self._log.warning(
             "tftp: requests refused at a bound (" + what + "): %d since the last warning",
             bound,
             self._unwarned[kind],
         )
-        self._warned[kind] = now
         self._unwarned[kind] = 0
 
     def _refuse(
