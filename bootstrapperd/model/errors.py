@@ -26,13 +26,20 @@ class Problem:
         return f"{prefix}{self.message}{where}"
 
 
+def by_line(problems: list[Problem]) -> list[Problem]:
+    """The problems in the order of the file: by line, those without a line (about the whole
+    file, or found before any line could be known) last; ties keep the order they were found."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+
+
 class ConfigError(Exception):
-    """A cluster description that cannot be loaded; carries every error found, not just one."""
+    """A cluster description that cannot be loaded; carries every error found, not just one,
+    in the order of the file (``by_line``), so that one run of ``check`` shows them all."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
-        self.problems = [p for p in problems if p.severity is Severity.ERROR]
-        self.warnings = [p for p in problems if p.severity is Severity.WARNING]
+        self.problems = by_line([p for p in problems if p.severity is Severity.ERROR])
+        self.warnings = by_line([p for p in problems if p.severity is Severity.WARNING])
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {count} error{'s' if count != 1 else ''}\n{lines}")

@@ -15,8 +15,6 @@ from pathlib import Path as FilePath
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from . import keys
 from .errors import ConfigError, Problem, Severity
 from .fields import (
@@ -44,7 +42,7 @@ from .types import (
     UnknownMachines,
     UpdatePolicy,
 )
-from .yamlsrc import Path, YAMLSyntaxError, load_with_lines, read_bounded
+from .yamlsrc import Path, YAMLLimitError, YAMLSyntaxError, load_with_lines, read_bounded
 
 # The documented defaults and the known keys of every block come from the key table (keys.py),
 # which also writes the JSON schema and the docs' tables: the three cannot disagree.
@@ -70,6 +68,29 @@ _SSH_KEY = re.compile(
 )
 _VERSION = re.compile(r"^\d+(\.\d+)*$")
 _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+# ---- release facts: versions that cannot exist are warned about (a mirror may hold anything,
+# so never an error) ---------------------------------------------------------------------------
+# Flatcar's first release is 1688.5.3, "Initial Flatcar release", published 2018-04-25
+# (https://github.com/flatcar-linux/manifest/releases/tag/v1688.5.3; the release notes at
+# flatcar/flatcar-website, data/releases/stable/1688.5.3.yml). Flatcar continued CoreOS
+# Container Linux's numbering, so a lower number (Sextant's samples say 1122.2.0) is CoreOS's.
+FLATCAR_FIRST = (1688, 5, 3)
+# CoreOS Container Linux ended on 26 May 2020; its last release branches were 2512 (stable),
+# 2513 (beta) and 2514 (alpha), which carried the end-of-life notice (coreos/coreos-overlay pull
+# requests 3951, 3952, 3953). Its downloads were removed on 1 September 2020
+# (https://www.flatcar.org/blog/2020/02/flatcar-container-linux-enters-new-era-after-coreos-end-of-life-announcement/).
+COREOS_LAST_MAJOR = 2514
+# Fedora CoreOS numbers releases X.YYYYMMDD.Z.N (Fedora major, date of its content, stream,
+# respin: https://github.com/coreos/fedora-coreos-tracker/issues/211); bootstrapperd installs
+# neither its images nor its Ignition flavour, so such a number is a mix-up.
+_FEDORA_COREOS_VERSION = re.compile(r"^\d{2}\.20\d{6}\.\d+\.\d+$")
+OS_NAMES = {"flatcar": "Flatcar", "coreos": "CoreOS Container Linux"}
+# The node templates (config/templates/node.yaml.j2) start kubelet with containerd's CRI socket
+# as --container-runtime-endpoint and no --container-runtime flag. Before v1.24 kubelet's
+# runtime defaulted to the built-in dockershim and needed --container-runtime=remote for a CRI
+# socket; v1.24 removed the dockershim (kubernetes/kubernetes#97252) and the flag went in v1.27.
+OLDEST_KUBERNETES = (1, 24)
 
 
 def load_cluster_file(path: str | FilePath) -> ClusterModel:
@@ -192,7 +213,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
 
     images = _images(data, r)
-    kubernetes_version = _kubernetes_version(data, r, images)
+    kubernetes_version, kubernetes_version_source = _kubernetes_version(data, r, images)
     downloads = _downloads(data, r)
     registry = _registry(data, r)
     keys = _ssh_keys(data, r)
@@ -231,10 +252,9 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     set_ntp = _flag(r, data, (), "set_ntp")
     ingress_hostnetwork = _flag(r, data, (), "ingress_hostnetwork")
 
-    if r.failed() or bootstrapper is None or network is None or broadcast is None:
-        return None
+    # The cross-checks run whatever else is wrong: one run of `check` shows every error.
     _cross_check(r, data, nodes, bootstrapper, routers, pool, network)
-    if r.failed():
+    if r.failed() or bootstrapper is None or network is None or broadcast is None:
         return None
     return ClusterModel(
         source=source,
@@ -269,6 +289,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         pack=pack,
         nodes=tuple(nodes),
         warnings=tuple(p for p in r.problems if p.severity is Severity.WARNING),
+        kubernetes_version_source=kubernetes_version_source,
         _by_mac=MappingProxyType({n.mac: n for n in nodes}),
     )
 
@@ -407,8 +428,25 @@ def _dhcp(data: dict[str, Any], r: Reader) -> DHCPConfig:
     if not start_pxe and "mode" in block and mode != DHCPMode.OFF.value:
         r.warn(("start_pxe",), f"start_pxe is off but dhcp.mode is {mode!r}; dhcp.mode wins")
     unknown = _choice(r, block, ("dhcp",), "unknown_machines")
+    if unknown == UnknownMachines.ALLOW.value:
+        _warn_unknown_machines(r, DHCPMode(mode), written="unknown_machines" in block)
     ra = _router_advertisement(block, r, DHCPMode(mode))
     return DHCPConfig(DHCPMode(mode), UnknownMachines(unknown), ra)
+
+
+def _warn_unknown_machines(r: Reader, mode: DHCPMode, *, written: bool) -> None:
+    """``allow`` installs whatever boots: say so plainly, it costs a machine its disk."""
+    who = (
+        "any machine your DHCP server sends to the bootstrapper to network-boot"
+        if mode is DHCPMode.OFF
+        else "any machine that network-boots on this segment"
+    )
+    r.warn(
+        ("dhcp", "unknown_machines"),
+        f"allow{'' if written else ' (the default)'}: {who} is installed and its disk wiped, "
+        "a machine not in nodes as a worker; set dhcp.unknown_machines: ignore to install "
+        "only the machines in nodes",
+    )
 
 
 def _router_advertisement(block: dict[str, Any], r: Reader, mode: DHCPMode) -> RouterAdvertisement:
@@ -465,6 +503,12 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
     block = r.mapping(data, (), "os")
     _known_keys(r, block, ("os",))
     name = _choice(r, block, ("os",), "name")
+    given: list[str] = []  # the keys that chose name, channel and version, in that order
+    defaulted: list[str] = []  # "channel stable", … for what no key chose
+    if _written(block, "name"):
+        given.append("os.name")
+    else:
+        defaulted.append(f"name {name}")
     if block.get("channel") is not None:
         channel = _text(r, block, ("os",), "channel")
         channel_path: Path = ("os", "channel")
@@ -472,6 +516,7 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
         channel = _text(r, data, (), "coreos_channel")
         channel_path = ("coreos_channel",)
     channel = channel.strip().lower()
+    _chosen(given, defaulted, block, data, channel_path, f"channel {channel}")
     if channel not in CHANNELS:
         r.warn(channel_path, f"{channel!r} is not a known release channel ({', '.join(CHANNELS)})")
     if block.get("version") is not None:
@@ -481,17 +526,105 @@ def _os(data: dict[str, Any], r: Reader) -> OSConfig:
         version = _text(r, data, (), "coreos_version")
         version_path = ("coreos_version",)
     version = version.strip()
+    _chosen(given, defaulted, block, data, version_path, f"version {version}")
     if version != "current" and not _VERSION.fullmatch(version):
         r.error(version_path, f"{version!r} is not a release version (like 3815.2.0) or 'current'")
+    else:
+        _impossible_os_version(r, name, version, version_path)
     mirror = r.string(block, ("os",), "mirror")
     if mirror is not None and not re.match(r"^(https?|file)://", mirror):
         r.error(("os", "mirror"), f"{mirror!r} is not an http(s):// or file:// URL")
-    return OSConfig(name=name, channel=channel, version=version, mirror=mirror)
+    if name == "coreos" and mirror is None:
+        r.warn(
+            ("os", "name"),
+            "CoreOS Container Linux reached its end of life on 26 May 2020 and its release "
+            "servers were taken down on 1 September 2020: set os.mirror to a mirror that holds "
+            "the release, or install flatcar",
+        )
+    source = _os_source(given, defaulted)
+    return OSConfig(name=name, channel=channel, version=version, mirror=mirror, source=source)
 
 
-def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str]) -> str:
-    """``kubernetes_version`` (new); else the tag of Sextant's ``images.hyperkube``; else the
-    default. The templates fetch kubelet and run the control plane at this version."""
+def _written(block: dict[str, Any], key: str) -> bool:
+    """The key is in the block with a value (an empty one means: the default)."""
+    return block.get(key) not in (None, "")
+
+
+def _chosen(
+    given: list[str],
+    defaulted: list[str],
+    block: dict[str, Any],
+    data: dict[str, Any],
+    path: Path,
+    default: str,
+) -> None:
+    """Note which key chose a part of the OS (``os.<part>`` or Sextant's ``coreos_<part>``)."""
+    written = _written(block, str(path[-1])) if path[0] == "os" else _written(data, str(path[0]))
+    if written:
+        given.append(keys.dotted(path))
+    else:
+        defaulted.append(default)
+
+
+def _os_source(given: list[str], defaulted: list[str]) -> str:
+    """Where the OS came from, for ``check``: the keys that chose it (saying which are
+    Sextant's, since those once meant CoreOS) and what was left to the defaults."""
+    if not given:
+        return "the defaults"
+    text = "from " + " / ".join(given)
+    sextant = [k for k in given if not k.startswith("os.")]
+    if sextant and len(sextant) == len(given):
+        text += ", Sextant keys" if len(sextant) > 1 else ", a Sextant key"
+    elif sextant:
+        text += f", {' and '.join(sextant)} " + (
+            "is a Sextant key" if len(sextant) == 1 else "are Sextant keys"
+        )
+    if defaulted:
+        text += "; " + ", ".join(defaulted) + " by default"
+    return text
+
+
+def _impossible_os_version(r: Reader, name: str, version: str, path: Path) -> None:
+    """Warn about a release version that cannot exist for the OS (the facts are above)."""
+    if version == "current":
+        return
+    title = OS_NAMES[name]
+    if _FEDORA_COREOS_VERSION.fullmatch(version):
+        r.warn(
+            path,
+            f"{version} is a Fedora CoreOS version (Fedora.date.stream.respin); bootstrapperd "
+            f"installs {title}, whose releases are numbered like 3815.2.0",
+        )
+        return
+    parts = version.split(".")
+    if len(parts) != 3:
+        r.warn(
+            path, f"{version} has {len(parts)} parts; {title} releases have three (like 3815.2.0)"
+        )
+        return
+    if any(len(part) > 9 for part in parts):
+        return  # no release has such a number, and int() of 5,000 digits is refused
+    number = tuple(int(part) for part in parts)
+    if name == "flatcar" and number < FLATCAR_FIRST:
+        r.warn(
+            path,
+            f"{version} cannot be a Flatcar release: the first was 1688.5.3 (April 2018); lower "
+            "numbers are CoreOS Container Linux's. Set os.version to current or a Flatcar "
+            "release (like 3815.2.0)",
+        )
+    elif name == "coreos" and number[0] > COREOS_LAST_MAJOR:
+        r.warn(
+            path,
+            f"{version} cannot be a CoreOS Container Linux release: it ended in May 2020, its "
+            f"last releases numbered 2512 to {COREOS_LAST_MAJOR}; Flatcar continues the "
+            "numbering (os.name: flatcar)",
+        )
+
+
+def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str]) -> tuple[str, str]:
+    """The version and where it came from: ``kubernetes_version`` (new); else the tag of
+    Sextant's ``images.hyperkube``; else the default. The templates fetch kubelet and run the
+    control plane at this version."""
     version = r.string(data, (), "kubernetes_version")
     if version is not None:
         version = version.strip()
@@ -499,11 +632,28 @@ def _kubernetes_version(data: dict[str, Any], r: Reader, images: dict[str, str])
             version = "v" + version
         if not _K8S_VERSION.fullmatch(version):
             r.error(("kubernetes_version",), f"{version!r} is not a version like v1.31.4")
-        return version
-    tag = images.get("hyperkube", "").rpartition(":")[2]
-    if _K8S_VERSION.fullmatch(tag.split("_", 1)[0]):
-        return tag.split("_", 1)[0]
-    return DEFAULT_KUBERNETES_VERSION
+        else:
+            _old_kubernetes(r, version, ("kubernetes_version",), "kubernetes_version")
+        return version, "kubernetes_version"
+    tag = images.get("hyperkube", "").rpartition(":")[2].split("_", 1)[0]
+    if _K8S_VERSION.fullmatch(tag):
+        _old_kubernetes(r, tag, ("images", "hyperkube"), "the tag of images.hyperkube")
+        return tag, "the tag of images.hyperkube"
+    return DEFAULT_KUBERNETES_VERSION, "the default"
+
+
+def _old_kubernetes(r: Reader, version: str, path: Path, source: str) -> None:
+    """Warn when the version is older than the node templates can run (OLDEST_KUBERNETES)."""
+    found = re.match(r"v(\d{1,9})\.(\d{1,9})\.", version)
+    if found is None or (int(found[1]), int(found[2])) >= OLDEST_KUBERNETES:
+        return
+    oldest = "v{}.{}".format(*OLDEST_KUBERNETES)
+    r.warn(
+        path,
+        f"Kubernetes {version} ({source}) is older than {oldest}, the oldest the node templates "
+        f"run: they start kubelet on containerd's CRI socket without the dockershim, removed in "
+        f"{oldest}; set kubernetes_version to {oldest} or later",
+    )
 
 
 def _url(r: Reader, block: dict[str, Any], path: Path, key: str) -> str:
@@ -596,11 +746,16 @@ def _ssh_keys(data: dict[str, Any], r: Reader) -> list[str]:
     value = data.get("ssh_authorized_keys")
     path: Path = ("ssh_authorized_keys",)
     if isinstance(value, str):
-        # Sextant's form: the block's text is itself a YAML list. Anything else (plain lines,
-        # one key per line, as in an authorized_keys file) is read line by line.
+        # Sextant's form: the block's text is itself a YAML list, read under the same bounds as
+        # the file (a bomb in a string is still a bomb). Anything else (plain lines, one key
+        # per line, as in an authorized_keys file) is read line by line.
+        inner: Any
         try:
-            inner = yaml.safe_load(value)
-        except yaml.YAMLError:
+            inner = load_with_lines(value)[0]
+        except YAMLLimitError as exc:
+            r.error(path, f"the YAML list inside the block is refused: {exc.message}")
+            return []
+        except YAMLSyntaxError:
             inner = None
         if not isinstance(inner, list):
             inner = [
@@ -713,25 +868,29 @@ def _cross_check(
     r: Reader,
     data: dict[str, Any],
     nodes: list[Node],
-    bootstrapper: IPv4Address,
+    bootstrapper: IPv4Address | None,
     routers: list[IPv4Address],
     pool: AddressPool,
-    network: IPv4Network,
+    network: IPv4Network | None,
 ) -> None:
+    """Checks across keys and nodes. They run even when other keys are wrong (the network or
+    the bootstrapper unknown): what cannot be checked without them is skipped."""
     seen_mac: dict[str, int] = {}
     seen_host: dict[str, int] = {}
     seen_ip: dict[IPv4Address, int] = {}
     for node in nodes:
         path: Path = ("nodes", node.index)
-        if node.mac in seen_mac:
+        if node.mac and node.mac in seen_mac:  # "": not a MAC, reported already
             r.error((*path, "mac"), f"{node.mac} is also nodes[{seen_mac[node.mac]}]'s MAC")
-        seen_mac.setdefault(node.mac, node.index)
-        if node.hostname in seen_host:
+        if node.mac:
+            seen_mac.setdefault(node.mac, node.index)
+        if node.hostname and node.hostname in seen_host:
             r.error(
                 (*path, "cur_host_name") if "cur_host_name" in data["nodes"][node.index] else path,
                 f"hostname {node.hostname!r} is also nodes[{seen_host[node.hostname]}]'s",
             )
-        seen_host.setdefault(node.hostname, node.index)
+        if node.hostname:
+            seen_host.setdefault(node.hostname, node.index)
         if node.ip is not None:
             if node.ip in seen_ip:
                 r.error((*path, "ip"), f"{node.ip} is also nodes[{seen_ip[node.ip]}]'s address")
@@ -748,9 +907,9 @@ def _cross_check(
             f"{members - 1} and risks split votes; use an odd number",
         )
     for key, address in (("bootstrapper", bootstrapper), *(("routers", a) for a in routers)):
-        if address in pool:
+        if address is not None and address in pool:
             r.warn((key,), f"{address} lies inside the pool; it will never be handed out")
     if pool.size and pool.size < len([n for n in nodes if n.ip is None]):
         r.warn(("iplow",), f"the pool has {pool.size} addresses for more nodes than that")
-    if bootstrapper in (network.network_address, network.broadcast_address):
+    if network is not None and bootstrapper in (network.network_address, network.broadcast_address):
         r.error(("bootstrapper",), f"{bootstrapper} is the subnet's network or broadcast address")

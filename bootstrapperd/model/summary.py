@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import ClusterModel, DHCPMode, Node
+from .errors import by_line
 from .fields import format_seconds
 
 
@@ -16,7 +17,15 @@ def _node_address(model: ClusterModel, node: Node) -> str:
     return f"{node.ip} (static{', in pool' if node.ip in model.pool else ''})"
 
 
+def _from(source: str) -> str:
+    """``(from kubernetes_version)``, ``(the default)``: a source as the summary shows it."""
+    plain = source.startswith("from ") or source in ("the default", "the defaults")
+    return f"({source})" if plain else f"(from {source})"
+
+
 def render_summary(model: ClusterModel) -> str:
+    """The summary: what will be installed and where each choice came from, the nodes, then
+    the warnings in the order of the file."""
     m = model
     pool = (
         f"{m.pool.low}-{m.pool.high} ({m.pool.size} addresses, {m.pool_free_size} free for "
@@ -39,10 +48,11 @@ def render_summary(model: ClusterModel) -> str:
         f"  DHCP          {dhcp}",
         f"  DNS           domain {m.domain}; nameservers {_addresses(m.nameservers)}; "
         f"upstream {_addresses(m.upstream_nameservers)}",
-        f"  OS            {m.os.name} {m.os.channel} {m.os.version}"
-        + (f" from {m.os.mirror}" if m.os.mirror else ""),
-        f"  Kubernetes    masters {masters}; services {m.service_cluster_ip_range}, "
-        f"cluster DNS {m.cluster_dns}; flannel {m.flannel_backend}",
+        f"  OS            {m.os.name} {m.os.channel} {m.os.version} {_from(m.os.source)}"
+        + (f"; packed from {m.os.mirror}" if m.os.mirror else ""),
+        f"  Kubernetes    {m.kubernetes_version} {_from(m.kubernetes_version_source)}; "
+        f"masters {masters}; flannel {m.flannel_backend}",
+        f"  services      {m.service_cluster_ip_range}; cluster DNS {m.cluster_dns}",
         f"  etcd          {etcd}",
         f"  images        {len(m.images)}; SSH keys {len(m.ssh_authorized_keys)}",
         "",
@@ -58,5 +68,5 @@ def render_summary(model: ClusterModel) -> str:
     if m.warnings:
         lines.append("")
         lines.append(f"{len(m.warnings)} warning(s):")
-        lines += [f"  {w}" for w in m.warnings]
+        lines += [f"  {w}" for w in by_line(list(m.warnings))]
     return "\n".join(lines)

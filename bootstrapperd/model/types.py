@@ -90,6 +90,9 @@ class OSConfig:
     channel: str
     version: str  # a version number or "current"
     mirror: str | None  # base URL replacing the public release host
+    # Where name, channel and version came from, as ``check`` says it: "from os.version; …",
+    # "from coreos_channel / coreos_version, Sextant keys; …", or "the defaults".
+    source: str = "the defaults"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,9 @@ class ClusterModel:
     pack: PackSettings
     nodes: tuple[Node, ...]
     warnings: tuple[Problem, ...] = ()
+    # Where kubernetes_version came from: "kubernetes_version", "the tag of images.hyperkube"
+    # or "the default".
+    kubernetes_version_source: str = "the default"
     # Derived once, in build; not given by callers.
     _by_mac: Mapping[str, Node] = field(default_factory=dict, repr=False, compare=False)
 

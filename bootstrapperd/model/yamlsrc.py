@@ -118,16 +118,77 @@ def load_with_lines(text: str) -> tuple[Any, SourceMap]:
                 raise  # in libyaml's words
         return _load(yaml.SafeLoader(text))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise YAMLSyntaxError(f"YAML syntax error: {problem}", line) from None
+        raise _syntax_error(exc, text) from None
     except yaml.reader.ReaderError as exc:  # a control character: where, not the whole text
         line = text.count("\n", 0, exc.position) + 1
         what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
         raise YAMLSyntaxError(f"YAML syntax error: character {what}: {exc.reason}", line) from None
     except yaml.YAMLError as exc:
         raise YAMLSyntaxError(f"YAML syntax error: {exc}", None) from None
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> YAMLSyntaxError:
+    """The error on the line a person would point at. The parser stops where it gives up,
+    often lines after the mistake: an unclosed quote or bracket is found at the end of the
+    file or at the next quote, a key without its ':' on the next line. Where the parser says
+    what it was reading (the context), or a quoted or plain value ran on from an earlier line
+    to the place of the error, the line where that began is the one named."""
+    problem = exc.problem or exc.context or "invalid YAML"
+    line = _line(exc.problem_mark or exc.context_mark)
+    context = exc.context or ""
+    began = _line(exc.context_mark)
+    if began is not None and line is not None and began < line:
+        if context.startswith("while scanning a quoted scalar"):
+            return YAMLSyntaxError(
+                f"YAML syntax error: the quoted value that starts here has no closing quote "
+                f"({problem} on line {line})",
+                began,
+            )
+        if context.startswith("while scanning a simple key"):
+            return YAMLSyntaxError(f"YAML syntax error: {problem} after the key here", began)
+        if context.startswith("while parsing a flow"):
+            bracket = "[" if "sequence" in context else "{"
+            return YAMLSyntaxError(
+                f"YAML syntax error: the {bracket} here is never closed ({problem} on line {line})",
+                began,
+            )
+    if line is not None and len(text) <= MAX_REREAD_CHARS:
+        run_on = _value_running_onto(text, line - 1)
+        if run_on is not None:
+            start, quoted = run_on
+            hint = "is a closing quote missing?" if quoted else "is a ':' missing?"
+            return YAMLSyntaxError(
+                f"YAML syntax error: the value that starts here runs on to line {line}, where "
+                f"{problem}: {hint}",
+                start,
+            )
+    return YAMLSyntaxError(f"YAML syntax error: {problem}", line)
+
+
+def _value_running_onto(text: str, row: int) -> tuple[int, bool] | None:
+    """(1-based start line, quoted?) of the last quoted or plain value that begins on an
+    earlier line and ends on ``row`` (0-based), as PyYAML's scanner reads it; else None."""
+    loader = yaml.SafeLoader(text)
+    found: tuple[int, bool] | None = None
+    seen: list[yaml.Token] = []
+    try:
+        while loader.check_token():
+            token = loader.get_token()  # type: ignore[no-untyped-call]
+            if token.start_mark.line > row:
+                break
+            seen.append(token)
+    except yaml.YAMLError:
+        seen += loader.tokens  # fetched before the scanner gave up
+    finally:
+        loader.dispose()
+    for token in seen:
+        if (
+            isinstance(token, yaml.ScalarToken)
+            and token.style in (None, "'", '"')  # not a | or > block: those end on any line
+            and token.start_mark.line < row == token.end_mark.line
+        ):
+            found = (token.start_mark.line + 1, token.style is not None)
+    return found
 
 
 def _libyaml_nesting(exc: yaml.YAMLError) -> YAMLLimitError | None:

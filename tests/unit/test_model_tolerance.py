@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bootstrapperd.model import ConfigError, load_cluster_text
 from bootstrapperd.model.errors import Problem
 from bootstrapperd.model.load import NODE_KEYS, TOP_KEYS
-from tests.unit.test_model_errors import BASE
+from tests.unit.test_model_errors import BASE, notable
 
 
 def load(text: str):  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def test_ssh_keys_as_plain_lines() -> None:
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@a",
         "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQTwo two@b",
     )
-    assert model.warnings == ()
+    assert notable(model) == ()
 
 
 @pytest.mark.parametrize(

@@ -287,7 +287,7 @@ def test_model_warnings_unknown_key_and_host_bits() -> None:
     assert model.dhcp.router_advertisement == RouterAdvertisement(
         True, IPv6Network("fd77::/64"), 600
     )
-    warnings = [str(w) for w in model.warnings if w.path.startswith("dhcp")]
+    warnings = [str(w) for w in model.warnings if w.path.startswith("dhcp.router_advertisement")]
     assert warnings == [
         "dhcp.router_advertisement.intreval: unknown key, ignored (line 14)",
         "dhcp.router_advertisement.prefix: 'fd77::1/64' has host bits set; using fd77::/64 "
