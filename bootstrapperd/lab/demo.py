@@ -4,16 +4,19 @@ It checks the example, packs a bsroot from a local mirror of the lab's stand-in 
 :mod:`bootstrapperd.lab.vm`), builds a private network lab (the bootstrapper's namespace, and a
 bridge with one tap per machine in another; nothing touches the host's interfaces), starts
 ``bootstrapperd serve`` there, and PXE-boots three QEMU machines at once: the example's master
-(static address), a worker, and a MAC the example does not list. Each machine's timeline is
-printed as the daemon records it, with what the machine's console says, and the status page is
-reachable on this machine's loopback while the demo runs. Everything is removed at the end, or
-on Ctrl-C.
+(static address), a worker, and a MAC the example does not list. The machines' timelines (the
+daemon's events, what each console says, QEMU's start and exit) are printed merged in time
+order, on one clock shared with the result lines (seconds from the demo's start); the status
+page is reachable on this machine's loopback until the daemon stops. Everything is removed at
+the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
+import math
 import os
 import shutil
 import signal
@@ -21,6 +24,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +33,15 @@ from ..model.summary import render_summary
 from ..runtime.resources import example_cluster
 from .netlab import LabError, NetLab, unavailable_reason
 from .vm.kernel import KernelError
-from .vm.lab import BootLab, Machine, pack_bsroot
-from .vm.qemu import MachineSpec, missing_tools
+from .vm.lab import BootLab, Machine, Packed, pack_bsroot
+from .vm.qemu import MachineSpec, accel_verdict, missing_tools
 
 BOOT_TIMEOUT = 420.0
 STRANGER_MAC = "52:54:00:77:00:99"  # a machine the example does not list
 DOCKER_HOST = "unix:///nonexistent/bootstrapperd-demo.sock"  # never this machine's own Docker
 CLONE_NEWNET = 0x40000000
+PACK_HEAD = 3  # pack's first lines shown (what it wrote first and copied)
+PACK_TAIL = 2  # and its last (the last fetch and the manifest)
 
 
 def say(text: str = "") -> None:
@@ -91,33 +97,153 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
 
 
-class Narrator:
-    """Prints every machine's new timeline events and console lines as they appear."""
+class Clock:
+    """The demo's one clock, for the timeline and the result lines alike: wall-clock seconds
+    (the daemon's timeline and the lab's QEMU start and stop times are ``time.time()``), shown
+    as ``+12.3 s`` from the demo's start."""
 
-    def __init__(self, lab: BootLab, machines: list[Machine], start: float) -> None:
+    def __init__(self, origin: float | None = None) -> None:
+        self.origin = time.time() if origin is None else origin
+
+    def now(self) -> float:
+        return time.time()
+
+    def show(self, at: float) -> str:
+        return f"+{at - self.origin:.1f} s"
+
+
+@dataclass(order=True)
+class _Entry:
+    at: float
+    order: int  # arrival order: ties keep it (a console line before the QEMU exit it preceded)
+    machine: str = field(compare=False)
+    text: str = field(compare=False)
+
+
+class Narrator:
+    """Prints every machine's timeline in time order: the daemon's events (their own times),
+    the console's lines (between the demo's reads of the console that bracket them, placed by
+    the guest's uptime; once QEMU has exited, no later than that) and QEMU's start and exit.
+
+    Lines are held back until nothing earlier can still arrive: each :meth:`tick` first notes
+    the time, then fetches every machine's timeline, so every daemon event up to that time
+    (recorded synchronously with its time) is in hand, and prints what is older, sorted. A
+    tick whose fetch failed prints nothing. Printed times never go backwards (a wall-clock
+    step back would show the last time again)."""
+
+    def __init__(self, lab: BootLab, machines: list[Machine], clock: Clock) -> None:
         self.lab = lab
         self.machines = machines
-        self.start = start
+        self.clock = clock
         self.seen_events = {m.mac: 0 for m in machines}
         self.seen_marks = {m.mac: 0 for m in machines}
+        self.announced: set[tuple[str, str]] = set()
         self.nodes: dict[str, dict[str, Any]] = {}
         self.width = max(len(m.name) for m in machines)
+        self.pending: list[_Entry] = []
+        self.arrivals = itertools.count()
+        self.printed = clock.origin
+        self.last_read: dict[str, float] = {}  # each machine's last read of its console
+        self.booted: dict[str, float] = {}  # when each guest's kernel started, at the latest
 
-    def line(self, at: float, machine: Machine, text: str) -> None:
-        say(f"  {at - self.start:6.1f} s  {machine.name:<{self.width}}  {text}")
+    def add(self, at: float, machine: Machine, text: str) -> None:
+        self.pending.append(_Entry(at, next(self.arrivals), machine.name, text))
 
     def tick(self) -> None:
+        horizon = self.clock.now()
+        complete = True
         for machine in self.machines:
-            with contextlib.suppress(LabError, ValueError):
+            try:
                 self.nodes[machine.mac] = self.lab.api(f"/api/v1/nodes/{machine.mac}")
+            except (LabError, ValueError):
+                complete = False
             events = self.nodes.get(machine.mac, {}).get("timeline", [])
             for event in events[self.seen_events[machine.mac] :]:
-                self.line(event["at"], machine, _describe_event(event))
+                self.add(event["at"], machine, _describe_event(event))
             self.seen_events[machine.mac] = len(events)
+            if machine.started and (machine.mac, "start") not in self.announced:
+                self.announced.add((machine.mac, "start"))
+                self.add(machine.started, machine, f"QEMU started ({machine.accel.upper()})")
+            ended = machine.ended
+            before = self.clock.now()
             marks = machine.marks()
-            for mark in marks[self.seen_marks[machine.mac] :]:
-                self.line(time.time(), machine, f"console: {mark.rsplit(' uptime=', 1)[0]}")
+            read = self.clock.now() if ended is None else min(self.clock.now(), ended)
+            self.console(machine, marks[self.seen_marks[machine.mac] :], read)
+            self.last_read[machine.mac] = min(before, read)  # what the next lines follow
             self.seen_marks[machine.mac] = len(marks)
+            if ended is not None and (machine.mac, "end") not in self.announced:
+                self.announced.add((machine.mac, "end"))
+                how = "stopped: timed out" if machine.timed_out else "QEMU exited (powered off)"
+                self.add(ended, machine, how)
+        if complete:
+            self.flush(horizon)
+
+    def console(self, machine: Machine, marks: list[str], read: float) -> None:
+        """Console lines first seen by the read that ended at ``read``: each was written after
+        the previous read began and before this one ended, in the console's order. Within
+        that, the guest's uptime places a line (the guest booted no later than any line's read
+        time minus its uptime); a line without one (flatcar-install's) is placed with the next
+        line that has one."""
+        after = self.last_read.get(machine.mac, machine.started)
+        lines: list[tuple[str, float]] = []
+        for mark in marks:
+            text, _, uptime = mark.rpartition(" uptime=")
+            try:
+                up = float(uptime)
+            except ValueError:
+                text, up = mark, math.nan
+            if math.isfinite(up):
+                booted = self.booted.get(machine.mac, math.inf)
+                self.booted[machine.mac] = min(booted, read - up)
+            lines.append((text, up))
+        booted = self.booted.get(machine.mac, math.inf)
+        times: list[float] = []
+        later = read  # backwards: the place of the next line with an uptime
+        for _, up in reversed(lines):
+            at = booted + up
+            later = min(max(at, after), read) if math.isfinite(at) else later
+            times.append(later)
+        at = after
+        for (text, _), placed in zip(lines, reversed(times), strict=True):
+            at = max(at, placed)  # in the console's order
+            self.add(at, machine, f"console: {_unrepeat(text)}")
+
+    def finish(self) -> None:
+        """The last tick, after every machine has ended: print everything still held."""
+        self.tick()
+        self.flush(math.inf)
+
+    def flush(self, horizon: float) -> None:
+        ready = sorted(e for e in self.pending if e.at < horizon)
+        self.pending = [e for e in self.pending if e.at >= horizon]
+        for entry in ready:
+            self.printed = max(self.printed, entry.at)
+            say(
+                f"  {self.clock.show(self.printed):>8}  {entry.machine:<{self.width}}  {entry.text}"
+            )
+
+
+def _unrepeat(text: str) -> str:
+    """``text`` without repeated fields: a ``key=`` seen before in the line, a field (a word
+    with a digit, ``.``, ``:`` or ``/``: an address, a MAC, a name, a path) seen before, or an
+    item seen before in a comma-separated list (the master, resolving its own name and the
+    master's, reports the same name twice). Plain words may repeat."""
+    words: list[str] = []
+    keys: set[str] = set()
+    for word in text.split(" "):
+        if "," in word:
+            word = ",".join(dict.fromkeys(word.split(",")))
+        key, equals, _ = word.partition("=")
+        if (equals and key in keys) or (is_field(word) and word in words):
+            continue
+        if equals:
+            keys.add(key)
+        words.append(word)
+    return " ".join(words)
+
+
+def is_field(word: str) -> bool:
+    return any(c.isdigit() or c in ".:/=" for c in word)
 
 
 def _describe_event(event: dict[str, Any]) -> str:
@@ -131,7 +257,8 @@ def _describe_event(event: dict[str, Any]) -> str:
         return f"TFTP {kind} {event.get('file', '')} ({event.get('size', '?')} bytes)"
     if source == "http":
         return f"HTTP {kind} {event.get('path', '')} -> {event.get('status', '')}"
-    return f"{source} {kind}: {event.get('message', '')}".rstrip(": ")
+    message = _unrepeat(str(event.get("message", "")))
+    return f"{source} {kind}: {message}".rstrip(": ")
 
 
 def _specs(example: Path) -> list[MachineSpec]:
@@ -155,6 +282,7 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
     # (a background job of a script).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    clock = Clock()
     reason = unavailable_reason()
     missing = missing_tools()
     if reason is not None or missing:
@@ -172,7 +300,7 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapperd-demo-"))
     os.chmod(workdir, 0o755)  # noqa: S103 (an executable script)
     try:
-        return _run(source, workdir, hold)
+        return _run(source, workdir, hold, clock)
     except KeyboardInterrupt:
         say("\ninterrupted: the lab is torn down (VMs, daemon, namespaces, scratch files)")
         return 130
@@ -183,11 +311,21 @@ def run_demo(example: Path | None = None, hold: bool = False) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(source: Path, workdir: Path, hold: bool) -> int:
+def pack_excerpt(output: str, head: int = PACK_HEAD, tail: int = PACK_TAIL) -> list[str]:
+    """Pack's first and last lines (what it started with and what it wrote), the middle
+    counted: the reader sees what pack did without a flood."""
+    lines = output.splitlines()
+    if len(lines) <= head + tail + 1:
+        return lines
+    skipped = len(lines) - head - tail
+    return [*lines[:head], f"... {skipped} more lines ...", *lines[-tail:]]
+
+
+def _run(source: Path, workdir: Path, hold: bool, clock: Clock) -> int:
     say("\n== the stand-in OS: Debian's kernel + a busybox initramfs, as a signed release in a")
     say("   local mirror; bootstrapperd-pack makes the bsroot from it")
     packed = pack_bsroot(source, workdir)
-    for line in packed.pack_output.splitlines()[-6:]:
+    for line in pack_excerpt(packed.pack_output):
         say(f"   pack | {line}")
     specs = _specs(packed.bsroot / "config" / "cluster-desc.yml")
     daemon_log = workdir / "daemon.log"
@@ -201,34 +339,51 @@ def _run(source: Path, workdir: Path, hold: bool) -> int:
             lab.bs.name, (str(packed.model.bootstrapper), packed.model.http_port)
         )
         try:
-            say(f"== status page: http://127.0.0.1:{forward.port}/  (API: /api/v1/nodes)")
-            machines = [lab.add_machine(spec) for spec in specs]
-            start = time.time()
-            lab.power_on(machines)
-            listing = ", ".join(f"{m.name} {m.mac}" for m in machines)
-            say(f"== power on ({machines[0].accel.upper()}): {listing}\n")
-            narrator = Narrator(lab, machines, start)
-            lab.wait(machines, BOOT_TIMEOUT, tick=narrator.tick)
-            narrator.tick()
-            ok = _summary(packed.release.image, machines, narrator.nodes)
+            until = "you press Ctrl-C" if hold else 'the daemon stops, just before "== done"'
+            say(
+                f"== status page: http://127.0.0.1:{forward.port}/  (API: /api/v1/nodes); "
+                f"it works until {until}"
+            )
+            ok = _boot(lab, specs, packed, clock)
             if hold:
-                say(f"\nserving; status page http://127.0.0.1:{forward.port}/ — Ctrl-C to stop")
-                signal.pause()
+                say(f"\nserving; status page http://127.0.0.1:{forward.port}/ - Ctrl-C to stop")
+                with contextlib.suppress(KeyboardInterrupt):
+                    signal.pause()
+            started = time.monotonic()
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=15)
+            say(
+                f"== {clock.show(clock.now())}: SIGTERM: the daemon exited {code} after "
+                f"{time.monotonic() - started:.2f} s; the status page is gone"
+            )
         finally:
             forward.close()
-        started = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=15)
-        say(f"== SIGTERM: the daemon exited {code} after {time.monotonic() - started:.2f} s")
     if not ok or code != 0:
         say(f"-- daemon log (tail) --\n{daemon_log.read_text(errors='replace')[-4000:]}")
     say("== done: VMs, daemon, namespaces, bridge, taps and the scratch bsroot are gone")
     return 0 if ok and code == 0 else 1
 
 
-def _summary(image: bytes, machines: list[Machine], nodes: dict[str, dict[str, Any]]) -> bool:
-    say("\n== result")
+def _boot(lab: BootLab, specs: list[MachineSpec], packed: Packed, clock: Clock) -> bool:
+    """Power the machines on, narrate their timelines, and print the result lines."""
+    machines = [lab.add_machine(spec) for spec in specs]
+    accel = accel_verdict(lab.vm, lab.workdir)
+    say(f"== {clock.show(clock.now())}: acceleration {accel.name.upper()}: {accel.why}")
+    lab.power_on(machines)
+    listing = ", ".join(f"{m.name} {m.mac}" for m in machines)
+    say(f"== power on ({accel.name.upper()}): {listing}; times are from the demo's start\n")
+    narrator = Narrator(lab, machines, clock)
+    lab.wait(machines, BOOT_TIMEOUT, tick=narrator.tick)
+    narrator.finish()
+    return _summary(packed.release.image, machines, narrator.nodes, clock)
+
+
+def _summary(
+    image: bytes, machines: list[Machine], nodes: dict[str, dict[str, Any]], clock: Clock
+) -> bool:
+    say("\n== result (times on the timeline's clock)")
     ok = True
+    width = max(len(m.name) for m in machines)
     for machine in machines:
         node = nodes.get(machine.mac, {})
         fetched = [
@@ -240,12 +395,12 @@ def _summary(image: bytes, machines: list[Machine], nodes: dict[str, dict[str, A
             has_image = disk.read(len(image)) == image
         installed = machine.outcome() == "installed" and node.get("stage") == "installed"
         ok = ok and installed and has_image
-        to_config = f"{fetched[0] - machine.started:.1f} s" if fetched else "never"
-        total = f"{machine.ended - machine.started:.1f} s" if machine.ended else "-"
+        config = clock.show(fetched[0]) if fetched else "never"
+        off = "timed out" if machine.timed_out else "powered off"
+        end = clock.show(machine.ended) if machine.ended else "-"
         say(
-            f"   {machine.name:<10} {node.get('ip') or '-':<12} stage {node.get('stage')}, "
-            f"disk {'holds the image' if has_image else 'WITHOUT the image'}; QEMU start -> "
-            f"config fetched {to_config}, -> powered off {total}"
-            + (" (timed out)" if machine.timed_out else "")
+            f"   {machine.name:<{width}}  {node.get('ip') or '-':<12} stage {node.get('stage')}, "
+            f"disk {'holds the image' if has_image else 'WITHOUT the image'}; QEMU started "
+            f"{clock.show(machine.started)}, config fetched {config}, {off} {end}"
         )
     return ok

@@ -27,7 +27,9 @@ OVMF_PAIRS = (
 )
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")  # QEMU's default ROM for virtio-net-pci
 
-_accel: str | None = None
+ACCEL_ENV = "BOOTSTRAPPERD_LAB_ACCEL"
+PROBE_MARK = b"Configuring (net0"  # iPXE got as far as configuring its NIC under KVM
+PROBE_TIMEOUT = 30.0
 
 
 def missing_tools() -> list[str]:
@@ -48,42 +50,85 @@ def ovmf() -> tuple[Path, Path] | None:
     return None
 
 
-def kvm_works(ns: Namespace, workdir: Path, timeout: float = 30.0) -> bool:
-    """Whether iPXE runs under KVM here (see the module's docstring)."""
+@dataclass(frozen=True)
+class Accel:
+    """The machines' acceleration and why (one line, for the operator)."""
+
+    name: str  # kvm | tcg
+    why: str
+
+
+_verdict: Accel | None = None
+
+
+def probe_kvm(ns: Namespace, workdir: Path, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when iPXE runs under KVM here (see the module's docstring), else why not: one line."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist here"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
+        return "/dev/kvm exists but this user cannot open it (read and write)"
     serial = workdir / "kvm-probe.serial"
     argv = [
         *(QEMU, "-accel", "kvm", "-m", "128", "-nographic", "-no-reboot", "-boot", "n"),
         *("-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"),
         *("-serial", f"file:{serial}", "-monitor", "none", "-display", "none"),
     ]
+    started = time.monotonic()
     probe = ns.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
+    deadline = started + timeout
     try:
         while time.monotonic() < deadline:
             text = serial.read_bytes() if serial.exists() else b""
-            if b"Configuring (net0" in text:
-                return True
+            if PROBE_MARK in text:
+                return None
             if probe.poll() is not None:  # a triple fault resets the VM; -no-reboot ends QEMU
-                return False
+                return (
+                    f"/dev/kvm exists, but QEMU under KVM stopped after "
+                    f"{time.monotonic() - started:.1f} s, before iPXE reached "
+                    f'"{PROBE_MARK.decode()}"'
+                )
             time.sleep(0.1)
-        return False
+        return (
+            f'/dev/kvm exists, but iPXE did not reach "{PROBE_MARK.decode()}" under KVM '
+            f"within {timeout:.0f} s"
+        )
     finally:
         ns.lab.stop(probe)
         ns.lab.processes.remove(probe)
 
 
-def choose_accel(ns: Namespace, workdir: Path) -> str:
-    """``kvm`` or ``tcg``: ``$BOOTSTRAPPERD_LAB_ACCEL`` when set, else the probe's verdict (made
-    once per process)."""
-    global _accel
-    configured = os.environ.get("BOOTSTRAPPERD_LAB_ACCEL")
+def kvm_works(ns: Namespace, workdir: Path, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether iPXE runs under KVM here (see the module's docstring)."""
+    return probe_kvm(ns, workdir, timeout) is None
+
+
+def accel_verdict(ns: Namespace, workdir: Path) -> Accel:
+    """``kvm`` or ``tcg`` and why: ``$BOOTSTRAPPERD_LAB_ACCEL`` when set, else the probe's
+    verdict (made once per process: the probe can take many seconds)."""
+    global _verdict
+    configured = os.environ.get(ACCEL_ENV)
     if configured in ("kvm", "tcg"):
-        return configured
-    if _accel is None:
-        _accel = "kvm" if kvm_works(ns, workdir) else "tcg"
-    return _accel
+        return Accel(configured, f"{ACCEL_ENV}={configured} is set (no probe)")
+    if _verdict is None:
+        started = time.monotonic()
+        why_not = probe_kvm(ns, workdir)
+        if why_not is None:
+            took = time.monotonic() - started
+            _verdict = Accel(
+                "kvm", f'iPXE reached "{PROBE_MARK.decode()}" under KVM in {took:.1f} s'
+            )
+        elif not os.path.exists("/dev/kvm"):
+            _verdict = Accel("tcg", why_not)
+        else:
+            _verdict = Accel(
+                "tcg", f"{why_not}; {ACCEL_ENV}=kvm forces KVM, {ACCEL_ENV}=tcg skips the probe"
+            )
+    return _verdict
+
+
+def choose_accel(ns: Namespace, workdir: Path) -> str:
+    """``kvm`` or ``tcg`` (see :func:`accel_verdict`)."""
+    return accel_verdict(ns, workdir).name
 
 
 @dataclass(frozen=True)
