@@ -378,11 +378,13 @@ def pair_lab(
 
 
 def serve_args(bsroot: Path, interface: str, http_port: int) -> list[str]:
-    """``bootstrapperd serve``'s arguments in every benchmark: quiet, on the lab's interface."""
+    """``bootstrapperd serve``'s arguments in every benchmark: quiet, on the lab's interface, on
+    a bsroot that pack laid out without downloads (no iPXE binaries or OS kernel to boot)."""
     return [
         "serve",
         "--bsroot",
         str(bsroot),
+        "--serve-without-boot-files",
         "--interface",
         interface,
         "--log-level",

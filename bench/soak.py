@@ -304,9 +304,11 @@ class Daemon:
 def start_daemon(lab: SoakLab, name: str = "daemon") -> Daemon:
     """Start the daemon and wait until DHCP, TFTP, DNS and HTTP listen."""
     log = lab.scratch / f"{name}.log"
-    argv = [str(Path(sys.executable).parent / "bootstrapperd"), "serve", "--bsroot"]
+    program = str(Path(sys.executable).parent / "bootstrapperd")
+    # init_bsroot's bsroot has no iPXE binaries or OS kernel: serve it anyway
+    argv = [program, "serve", "--bsroot", str(lab.bsroot), "--serve-without-boot-files"]
     with log.open("wb") as out:
-        proc = lab.server.spawn([*argv, str(lab.bsroot)], stdout=out, stderr=out)
+        proc = lab.server.spawn(argv, stdout=out, stderr=out)
     daemon = Daemon(proc, proc.pid, log)
     deadline = time.monotonic() + 30
     while not all(f"service={s}" in daemon.output for s in PROTOCOLS):

@@ -1,14 +1,23 @@
-"""``bootstrapperd``: check a cluster description, serve a bsroot, or run the demo lab."""
+"""``bootstrapperd``: check a cluster description, serve a bsroot, or run the demo lab.
+
+Every bad input is one line and an exit code, never a traceback: a bad flag or
+``BOOTSTRAPPERD_*`` variable (each variable goes through its flag's own validator, see
+:class:`Setting`) or a path that is no bsroot is exit 2; a cluster description that is invalid
+or cannot be read, a bsroot with nothing to boot, or a daemon that cannot start is exit 1; a bug
+is exit 70 with the one line to report.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -18,23 +27,34 @@ from .bsroot.manifest import Manifest, ManifestError
 from .bsroot.manifest import verify as verify_manifest
 from .bsroot.pki import ClusterPKI, PKIError
 from .daemon import StartupError, resolve_listen, run
-from .model import ConfigError, load_cluster_file
+from .model import ClusterModel, ConfigError, load_cluster_file
 from .model.fields import canonical_mac
 from .model.holder import ModelHolder
 from .model.summary import render_summary
+from .preflight import missing_boot_files, preflight
 from .render import Kind, Renderer, TemplateError
 from .routes import base_url
 from .runtime import logs
+from .runtime.errors import internal_error
 from .runtime.sdnotify import Notifier
 
 log = logging.getLogger("bootstrapperd")
 
 EXIT_OK = 0
-EXIT_INVALID = 1  # bad cluster description, or the daemon could not start
+EXIT_INVALID = 1  # bad or unreadable cluster description, nothing to boot, cannot start
+EXIT_USAGE = 2  # bad flag or BOOTSTRAPPERD_* variable, or no bsroot where one is named
+EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE): one line, to be reported
+EXIT_INTERRUPTED = 130
 
+EXIT_CODES = """\
+exit codes: 0 done; 1 the cluster description is invalid or cannot be read, the bsroot has
+nothing to boot, or the daemon cannot start (ports taken, no such interface); 2 a bad option
+or BOOTSTRAPPERD_* variable, or no bsroot at the path given; 70 an internal error (please
+report it)."""
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"BOOTSTRAPPERD_{name}", default)
+# Validators: one per kind of value, for a flag (``type=``) and its variable alike. Each message
+# starts with the value's repr, so that argparse's "argument --x: MESSAGE" and the variable's
+# "BOOTSTRAPPERD_X=MESSAGE" both read as a sentence.
 
 
 def _ipv4(text: str) -> IPv4Address:
@@ -45,7 +65,7 @@ def _ipv4(text: str) -> IPv4Address:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return int(text)
 
@@ -55,91 +75,282 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
     return value
+
+
+def _interface(text: str) -> str:
+    """A name Linux accepts for an interface (``dev_valid_name``); whether this machine has it
+    is for ``serve`` to find out (exit 1, "cannot start")."""
+    if (
+        not 1 <= len(text) <= 15
+        or text in (".", "..")
+        or any(c in "/:" or c.isspace() or not c.isprintable() for c in text)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+        )
+    return text
+
+
+def _path(text: str) -> Path:
+    if not text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a path")
+    return Path(text)
+
+
+def _directory(text: str) -> Path:
+    """A directory that may not exist yet, but is nothing else when it does."""
+    path = _path(text)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return path
+
+
+def _mac(text: str) -> str:
+    mac = canonical_mac(text)
+    if mac is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address")
+    return mac
+
+
+def _base_url(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    host = rest.split("/", 1)[0]
+    if scheme not in ("http", "https") or not sep or not host or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a base URL (http://HOST[:PORT] or https://…)"
+        )
+    if any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a base URL: it holds a space")
+    return text.rstrip("/")
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a boolean ({', '.join(_TRUE)}; {', '.join(_FALSE)})"
+    )
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    """A validator for one of ``choices`` (argparse's ``choices=`` is not applied to a default,
+    so a variable would escape it)."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _metavar(*choices: str) -> str:
+    return "{" + ",".join(choices) + "}"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+VERIFY_MODES = ("full", "quick", "off")
+ACCELS = ("kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An option that ``BOOTSTRAPPERD_<variable>`` may set instead of its flag, through the
+    flag's own validator. The flag wins; an unset or empty variable means ``default`` (an
+    environment file's template line, ``BOOTSTRAPPERD_INTERFACE=``, is no setting). ``dest``
+    None: a variable without a flag, read elsewhere (the demo lab's), validated here."""
+
+    dest: str | None
+    variable: str
+    parse: Callable[[str], object]
+    default: object = None
+
+    @property
+    def name(self) -> str:
+        return f"BOOTSTRAPPERD_{self.variable}"
+
+    def apply(self, args: argparse.Namespace) -> None:
+        """Fill ``args.<dest>`` from the variable when the flag was not given. Raises
+        ArgumentTypeError naming the variable and its value."""
+        if self.dest is not None and getattr(args, self.dest) is not None:
+            return
+        text = os.environ.get(self.name, "")
+        value = self.default
+        if text:
+            try:
+                value = self.parse(text)
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"{self.name}={exc}") from None
+        if self.dest is not None:
+            setattr(args, self.dest, value)
+
+
+def _option(
+    parser: argparse.ArgumentParser,
+    settings: list[Setting],
+    flag: str,
+    variable: str,
+    parse: Callable[[str], object],
+    help: str,
+    default: object = None,
+    **kwargs: object,
+) -> None:
+    """``flag`` and ``BOOTSTRAPPERD_<variable>``, both through ``parse``."""
+    action = parser.add_argument(
+        flag,
+        type=parse,
+        default=None,
+        help=f"{help}; env BOOTSTRAPPERD_{variable}",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    settings.append(Setting(action.dest, variable, parse, default))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bootstrapperd",
         description="DHCP, TFTP, DNS and HTTP for a bare-metal Kubernetes cluster.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="validate a cluster description and summarise it")
-    check.add_argument("file", type=Path, help="cluster-desc.yml")
+    def command(
+        name: str, help: str, description: str | None = None
+    ) -> tuple[argparse.ArgumentParser, list[Setting]]:
+        """A subcommand, and the list its variable-backed options go in."""
+        settings: list[Setting] = []
+        found = sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=EXIT_CODES,
+        )
+        found.set_defaults(settings=settings)
+        return found, settings
+
+    check, _ = command("check", help="validate a cluster description and summarise it")
+    check.add_argument("file", type=_path, help="cluster-desc.yml")
     check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
-    serve = sub.add_parser(
+    serve, settings = command(
         "serve",
         help="serve a bsroot",
         description="Serve the cluster described in BSROOT/config/cluster-desc.yml. Every "
-        "option has a BOOTSTRAPPERD_<NAME> environment equivalent (e.g. BOOTSTRAPPERD_BSROOT).",
+        "option has a BOOTSTRAPPERD_<NAME> environment equivalent (e.g. BOOTSTRAPPERD_BSROOT), "
+        "checked as the option is; the option wins, and an empty variable counts as unset. "
+        "Before it binds anything, serve checks that bsroot holds what a machine boots (the "
+        "iPXE binaries, the OS kernel and initrd) and refuses to start when it does not.",
     )
-    serve.add_argument(
-        "--bsroot",
-        type=Path,
-        default=_env("BSROOT"),
-        help="the bsroot directory (env BOOTSTRAPPERD_BSROOT)",
-    )
-    serve.add_argument(
+    _option(serve, settings, "--bsroot", "BSROOT", _path, "the bsroot directory, required")
+    _option(
+        serve,
+        settings,
         "--interface",
-        default=_env("INTERFACE"),
-        help="serve on this interface (default: the one holding the bootstrapper "
-        "address; env BOOTSTRAPPERD_INTERFACE)",
+        "INTERFACE",
+        _interface,
+        "serve on this interface (default: the one holding the bootstrapper address)",
     )
-    serve.add_argument(
+    _option(
+        serve,
+        settings,
         "--address",
-        type=_ipv4,
-        default=_env("ADDRESS"),
-        help="IPv4 address to bind (default: the bootstrapper address; env BOOTSTRAPPERD_ADDRESS)",
+        "ADDRESS",
+        _ipv4,
+        "IPv4 address to bind (default: the bootstrapper address)",
     )
-    serve.add_argument(
+    _option(
+        serve,
+        settings,
         "--http-port",
-        type=_port,
-        default=_env("HTTP_PORT"),
-        help="HTTP port (default: http_port from the model, else 80; env BOOTSTRAPPERD_HTTP_PORT)",
+        "HTTP_PORT",
+        _port,
+        "HTTP port (default: http_port from the model, else 80)",
     )
-    serve.add_argument(
+    _option(
+        serve,
+        settings,
         "--grace-period",
-        type=_seconds,
-        default=_env("GRACE_PERIOD", "3"),
-        help="seconds to let transfers finish on shutdown (default 3; "
-        "env BOOTSTRAPPERD_GRACE_PERIOD)",
+        "GRACE_PERIOD",
+        _seconds,
+        "seconds to let transfers finish on shutdown (default 3)",
+        default=3.0,
     )
-    serve.add_argument(
+    _option(
+        serve,
+        settings,
         "--verify-bsroot",
-        choices=["full", "quick", "off"],
-        default=_env("VERIFY_BSROOT", "full"),
-        help="check bsroot against manifest.json at start: full (sha256 of every file, the "
-        "default), quick (presence and size) or off (env BOOTSTRAPPERD_VERIFY_BSROOT)",
+        "VERIFY_BSROOT",
+        _choice(*VERIFY_MODES),
+        "check bsroot against manifest.json at start: full (sha256 of every file, the "
+        "default), quick (presence and size) or off",
+        default="full",
+        metavar=_metavar(*VERIFY_MODES),
     )
-    _add_log_options(serve)
+    _option(
+        serve,
+        settings,
+        "--serve-without-boot-files",
+        "SERVE_WITHOUT_BOOT_FILES",
+        _boolean,
+        "start even when bsroot lacks the iPXE binaries or the OS kernel and initrd (a "
+        "warning instead of exit 1: DHCP, DNS and the API serve, no machine can install); "
+        "the variable takes 1/true/yes/on or 0/false/no/off",
+        default=False,
+        nargs=0,
+        action=_Flag,
+    )
+    _add_log_options(serve, settings)
 
-    render = sub.add_parser(
+    render, settings = command(
         "render",
         help="print what the server serves a machine",
         description="Print exactly what bootstrapperd serves machine MAC for KIND, from "
         "BSROOT's cluster description, templates and certificates (creating the certificates "
         "when missing, as the server does).",
     )
-    render.add_argument("--mac", required=True, help="the machine's MAC, any spelling")
+    render.add_argument("--mac", required=True, type=_mac, help="the machine's MAC, any spelling")
+    kinds = tuple(k.value for k in Kind)
     render.add_argument(
-        "--kind", required=True, choices=[k.value for k in Kind], help="what to render"
+        "--kind",
+        required=True,
+        type=_choice(*kinds),
+        metavar=_metavar(*kinds),
+        help="what to render",
     )
-    render.add_argument(
-        "--bsroot", type=Path, default=_env("BSROOT"), help="the bsroot (env BOOTSTRAPPERD_BSROOT)"
-    )
+    _option(render, settings, "--bsroot", "BSROOT", _path, "the bsroot, required")
     render.add_argument(
         "--server",
+        type=_base_url,
         default=None,
         help="base URL the machine reaches the server by (default: http://<bootstrapper>"
         "[:http_port] from the model)",
     )
 
-    demo = sub.add_parser("demo", help="check and serve the bundled example in a network lab")
+    preflight = sub.add_parser(
+        "preflight",
+        help="check that this machine can serve a bsroot now (what install-bootstrapper.sh runs)",
+        description="Check, without serving, what `serve` needs: the bsroot and its cluster "
+        "description, the bootstrapper address on an interface, and ports 67 (DHCP), 69 (TFTP), "
+        "53 (DNS) and the HTTP port free. Exit 0 when serve can start, 1 with the reasons.",
+    )
+    preflight.add_argument("--bsroot", type=_path, required=True, help="the bsroot directory")
+    preflight.add_argument(
+        "--interface", type=_interface, help="serve on this interface (as serve's --interface)"
+    )
+    preflight.add_argument("--address", type=_ipv4, help="bind this address (as serve's --address)")
+    preflight.add_argument("--http-port", type=_port, help="HTTP port (as serve's --http-port)")
+
+    demo, settings = command("demo", help="check and serve the bundled example in a network lab")
     demo.add_argument(
         "--hold",
         action="store_true",
@@ -147,30 +358,93 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--example",
-        type=Path,
+        type=_path,
         default=None,
         help="cluster description to use (default: the bundled example)",
     )
-    _add_log_options(demo)
+    _add_log_options(demo, settings)
+    # The lab's own variables, read by bootstrapperd.lab.vm: checked here, before the lab.
+    settings.append(Setting(None, "LAB_ACCEL", _choice(*ACCELS)))
+    settings.append(Setting(None, "LAB_CACHE", _directory))
     return parser
 
 
-def _add_log_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+class _Flag(argparse.Action):
+    """A switch (no value) that leaves None when absent, so that its variable may set it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, True)
+
+
+def _add_log_options(parser: argparse.ArgumentParser, settings: list[Setting]) -> None:
+    _option(
+        parser,
+        settings,
         "--log-format",
-        choices=logs.LOG_FORMATS,
-        default=_env("LOG_FORMAT", "text"),
-        help="text or json lines (env BOOTSTRAPPERD_LOG_FORMAT)",
+        "LOG_FORMAT",
+        _choice(*logs.LOG_FORMATS),
+        "text or json lines (default text)",
+        default="text",
+        metavar=_metavar(*logs.LOG_FORMATS),
     )
-    parser.add_argument(
+    _option(
+        parser,
+        settings,
         "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=_env("LOG_LEVEL", "info"),
-        help="env BOOTSTRAPPERD_LOG_LEVEL",
+        "LOG_LEVEL",
+        _choice(*LOG_LEVELS),
+        "the least severe level logged (default info)",
+        default="info",
+        metavar=_metavar(*LOG_LEVELS),
     )
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """A bad command line or variable, or no bsroot: one line, exit 2 (argparse's own)."""
+    print(f"bootstrapperd {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be a cluster description without even opening it: a directory, or a
+    FIFO or device (reading one could block forever). None: the loader says the rest."""
+    if os.path.isdir(path):
+        return f"{path}: cannot read: is a directory"
+    if os.path.exists(path) and not os.path.isfile(path):
+        return f"{path}: cannot read: not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def _not_a_bsroot(path: Path) -> str | None:
+    """Why ``path`` is no bsroot at all (serve, render and preflight exit 2), or None."""
+    make = f"bootstrapperd-pack CLUSTER-DESC.yml -o {path} makes one"
+    if not os.path.exists(path):
+        return f"bsroot {path} does not exist: {make}"
+    if not os.path.isdir(path):
+        return f"bsroot {path} is not a directory"
+    if not os.path.isfile(Bsroot(path).cluster_desc):
+        return f"{path} is not a bsroot: it has no config/cluster-desc.yml; {make}"
+    return None
+
+
+def _bsroot(args: argparse.Namespace) -> Bsroot | str:
+    """The bsroot the command line or BOOTSTRAPPERD_BSROOT names, or why there is none."""
+    if args.bsroot is None:
+        return "no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT"
+    return _not_a_bsroot(args.bsroot) or Bsroot(args.bsroot)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    unreadable = _unreadable(args.file)
+    if unreadable is not None:
+        print(unreadable, file=sys.stderr)
+        return EXIT_INVALID
     try:
         model = load_cluster_file(args.file)
     except ConfigError as exc:
@@ -186,11 +460,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    bsroot = _bsroot(args)
+    if isinstance(bsroot, str):
+        return _usage_error(args, bsroot)
     logs.configure(args.log_format, args.log_level)
-    if args.bsroot is None:
-        log.error("no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT")
-        return EXIT_INVALID
-    bsroot = Bsroot(args.bsroot)
     path = bsroot.cluster_desc
     try:
         holder = ModelHolder.load(path)
@@ -201,6 +474,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for warning in holder.model.warnings:
         log.warning("%s", warning)
+    if not check_boot_files(bsroot, holder.model, anyway=args.serve_without_boot_files):
+        return EXIT_INVALID
     if args.verify_bsroot != "off":
         check_bsroot(bsroot, full=args.verify_bsroot == "full")
     try:
@@ -209,6 +484,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_INVALID
+
+
+def check_boot_files(bsroot: Bsroot, model: ClusterModel, *, anyway: bool) -> bool:
+    """Refuse a bsroot that no machine can boot from (exit 1: a daemon that answers DHCP with
+    boot files it does not have strands every machine), naming each file and the command that
+    fills bsroot. With ``anyway`` (the operator asked), one warning line and serve. True:
+    serve."""
+    missing = missing_boot_files(bsroot, model)
+    if not missing:
+        return True
+    fill = f"bootstrapperd-pack {bsroot.cluster_desc} -o {bsroot.root}"
+    if anyway:
+        log.warning(
+            "bsroot lacks boot files (%s): serving anyway (--serve-without-boot-files); no "
+            "machine installs until %s fills it",
+            ", ".join(f"{path} {why}" for path, why in missing),
+            fill,
+        )
+        return True
+    for path, why in missing:
+        log.error("bsroot: boot file %s: %s", path, why, extra={"fields": {"path": str(path)}})
+    log.error(
+        "bsroot lacks %d of the files machines boot from: fill it with %s "
+        "(or pass --serve-without-boot-files to serve DHCP, DNS and the API anyway)",
+        len(missing),
+        fill,
+    )
+    return False
 
 
 def check_bsroot(bsroot: Bsroot, *, full: bool) -> bool:
@@ -243,14 +546,9 @@ def check_bsroot(bsroot: Bsroot, *, full: bool) -> bool:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    if args.bsroot is None:
-        print("render: no bsroot: pass --bsroot DIR or set BOOTSTRAPPERD_BSROOT", file=sys.stderr)
-        return EXIT_INVALID
-    mac = canonical_mac(args.mac)
-    if mac is None:
-        print(f"render: {args.mac!r} is not a MAC address", file=sys.stderr)
-        return EXIT_INVALID
-    bsroot = Bsroot(args.bsroot)
+    bsroot = _bsroot(args)
+    if isinstance(bsroot, str):
+        return _usage_error(args, bsroot)
     try:
         model = load_cluster_file(bsroot.cluster_desc)
     except ConfigError as exc:
@@ -259,30 +557,78 @@ def cmd_render(args: argparse.Namespace) -> int:
     server = args.server or base_url(model.bootstrapper, model.http_port)
     try:
         rendered = Renderer(bsroot, ClusterPKI(bsroot.tls)).render(
-            Kind(args.kind), model, mac, server.rstrip("/")
+            Kind(args.kind), model, args.mac, server.rstrip("/")
         )
     except (TemplateError, PKIError, OSError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if rendered is None:
         print(
-            f"render: {mac} is not in the cluster and unknown machines are ignored", file=sys.stderr
+            f"render: {args.mac} is not in the cluster and unknown machines are ignored",
+            file=sys.stderr,
         )
         return EXIT_INVALID
     sys.stdout.write(rendered.text)
     return EXIT_OK
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    bsroot = _bsroot(args)
+    if isinstance(bsroot, str):
+        return _usage_error(args, bsroot)
+    report = preflight(bsroot, args.interface, args.address, args.http_port)
+    for fact in report.facts:
+        print(f"ok: {fact}")
+    for problem in report.problems:
+        print(f"refused: {problem}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .lab.demo import run_demo
 
+    if args.example is not None:  # the operator's input first, before the lab's prerequisites
+        unreadable = _unreadable(args.example)
+        if unreadable is not None:
+            print(unreadable, file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            load_cluster_file(args.example)
+        except ConfigError as exc:
+            print(exc.report(), file=sys.stderr)
+            return EXIT_INVALID
     logs.configure(args.log_format, args.log_level)
     return run_demo(example=args.example, hold=args.hold)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: its exit code, and never a traceback (see the module's docstring)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): nobody left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INVALID
+    except Exception as exc:  # the last resort: a bug, said in one line
+        print(internal_error("bootstrapperd", exc), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"check": cmd_check, "serve": cmd_serve, "render": cmd_render, "demo": cmd_demo}
+    for setting in getattr(args, "settings", ()):
+        try:
+            setting.apply(args)
+        except argparse.ArgumentTypeError as exc:
+            return _usage_error(args, str(exc))
+    commands = {
+        "check": cmd_check,
+        "serve": cmd_serve,
+        "render": cmd_render,
+        "preflight": cmd_preflight,
+        "demo": cmd_demo,
+    }
     return commands[args.command](args)
 
 

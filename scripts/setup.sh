@@ -62,9 +62,10 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
   # The packaging test installs the package as the Containerfile does, with no network: it
-  # takes the runtime dependencies and the build backend from this wheelhouse.
+  # takes the runtime dependencies and the build backend from this wheelhouse. The site install
+  # test packs bsroot's own wheelhouse from it (pip's wheel included) with no index.
   rm -rf .venv/wheelhouse
-  .venv/bin/python -m pip download -q -d .venv/wheelhouse . "hatchling>=1.18"
+  .venv/bin/python -m pip download -q -d .venv/wheelhouse . "hatchling>=1.18" pip
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 

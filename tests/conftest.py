@@ -13,6 +13,7 @@ from typing import NoReturn
 import pytest
 
 from bootstrapperd.lab.netlab import NetLab, unavailable_reason
+from bootstrapperd.lab.vm.qemu import missing_tools
 from bootstrapperd.pack import init_bsroot
 
 # The suite never uses this machine's Docker engine: daemons the tests start find none (their
@@ -42,6 +43,16 @@ def need(ok: bool, reason: str) -> None:
 def need_tools(*tools: str) -> None:
     for tool in tools:
         need(shutil.which(tool) is not None, f"`{tool}` is not installed")
+
+
+def need_vm_lab() -> None:
+    """What booting the lab's virtual machines needs: namespaces, QEMU and its firmware, the
+    release signer's gpg, curl and busybox for the initramfs."""
+    reason = unavailable_reason()
+    need(reason is None, reason or "")
+    need(not missing_tools(), f"missing Debian packages: {', '.join(missing_tools())}")
+    need_tools("gpg", "gpgv", "curl")
+    need(Path("/bin/busybox").is_file(), "/bin/busybox is missing (Debian package busybox-static)")
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Start ``bootstrapperd serve`` as a user would (the console entry point) inside a namespace."""
+"""Start ``bootstrapperd serve`` as a user would (the console entry point) inside a namespace.
+
+The tests' bsroots are laid out by pack without downloads (no iPXE binaries, no OS kernel):
+serve is told to start anyway (``--serve-without-boot-files``); the tests that place boot
+files place them themselves."""
 
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ class DaemonProcess:
         log: Path | None = None,
     ) -> None:
         self.log_path = log or (bsroot.parent / f"daemon-{ns.name}.log")
-        argv = [*bootstrapperd_command(), "serve", "--bsroot", str(bsroot), *args]
+        argv = [
+            *bootstrapperd_command(),
+            *("serve", "--bsroot", str(bsroot), "--serve-without-boot-files", *args),
+        ]
         with self.log_path.open("wb") as log_file:  # the child keeps its own descriptor
             self.proc = ns.spawn(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 

@@ -116,6 +116,11 @@ class Bsroot:
         return self.root / "images"
 
     @property
+    def bootstrapper(self) -> Path:
+        """bootstrapperd itself, for the site (a wheelhouse, the units, the container image)."""
+        return self.root / "bootstrapper"
+
+    @property
     def tls(self) -> Path:
         return self.root / "tls"
 

@@ -24,7 +24,9 @@ from .layout import Bsroot, write_atomically
 __all__ = ["COVERED", "MANIFEST", "Entry", "Manifest", "ManifestError", "Problem", "verify"]
 
 MANIFEST = "manifest.json"
-COVERED = ("html", "tftpboot", "images")
+# What pack fetched or made for the machines and for the bootstrapper itself; not config/ (the
+# operator may edit it on site), tls/ (keys) or state/ (the daemon's).
+COVERED = ("html", "tftpboot", "images", "bootstrapper", "install-bootstrapper.sh")
 FORMAT = 1
 
 
@@ -102,6 +104,9 @@ def sha256_file(path: Path) -> str:
 def _walk(bsroot: Bsroot) -> Iterator[tuple[str, Path]]:
     for top in COVERED:
         base = bsroot.root / top
+        if base.is_file() and not base.is_symlink():
+            yield top, base
+            continue
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             # A symbolic link to a directory (``current``) is listed as a link, not walked.

@@ -32,7 +32,9 @@ from ..bsroot.manifest import Manifest, ManifestError, build, verify
 from ..bsroot.pki import ClusterPKI, PKIError
 from ..download.fetcher import Fetcher, FetchError
 from ..model import ClusterModel, ConfigError, load_cluster_file
+from ..runtime.errors import internal_error
 from .binaries import BinaryError, fetch_ipxe, fetch_kubernetes
+from .bootstrapper import BootstrapperError, SiteTarget, add_options, pack_bootstrapper
 from .display import Progress
 from .images import ImagesError, default_cache, pack_images
 from .release import ReleaseError, fetch_release
@@ -70,6 +72,9 @@ class PackOptions:
     backoff: float = 0.5
     cache: Path | None = None
     images: bool = True
+    # bootstrapperd itself for the site; None: left out (--no-bootstrapper)
+    site: SiteTarget | None = None
+    bootstrapper_image: str = "auto"
 
 
 async def pack(
@@ -116,6 +121,10 @@ async def pack(
             parts["images"] = pack_images(
                 session, fetcher, model, bsroot, registries, options.cache, say
             )
+        if options.site is not None:
+            parts["bootstrapper"] = asyncio.to_thread(
+                pack_bootstrapper, bsroot, options.site, options.bootstrapper_image, say
+            )
         results = await asyncio.gather(*parts.values(), return_exceptions=True)
     failures = []
     for name, result in zip(parts, results, strict=True):
@@ -127,7 +136,15 @@ async def pack(
 
 
 def _describe(exc: Exception) -> str:
-    known = (ReleaseError, BinaryError, FetchError, SignatureError, ImagesError, OSError)
+    known = (
+        ReleaseError,
+        BinaryError,
+        FetchError,
+        SignatureError,
+        ImagesError,
+        BootstrapperError,
+        OSError,
+    )
     return str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
 
 
@@ -214,24 +231,68 @@ def _registry_mirror(text: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Each validator's message starts with the value, after argparse's "argument --x: ".
+    def path(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a path")
+        return Path(text)
+
+    def url(text: str) -> str:
+        if not text.startswith(("http://", "https://", "file://")):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a URL: it starts with http://, https:// or file://"
+            )
+        return text
+
+    def source(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a URL nor a file")
+        return text
+
+    def fingerprint(text: str) -> str:
+        digits = text.replace(" ", "")
+        if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a key fingerprint (40 hex digits, spaces allowed)"
+            )
+        return text
+
+    def count(least: int) -> Callable[[str], int]:
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            if value < least:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: must be at least 1" if least else f"{text!r}: must be 0 or more"
+                )
+            return value
+
+        return parse
+
     parser = argparse.ArgumentParser(
         prog="bootstrapperd-pack",
         description="Assemble the offline bsroot directory for a cluster description.",
+        epilog="exit codes: 0 done; 1 the cluster description is invalid or cannot be read, or "
+        "something could not be fetched or written (what is done is kept; run again); 2 a bad "
+        "option, or --verify of a path that is no bsroot; 70 a bug (one line to report); 130 "
+        "interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("file", type=Path, nargs="?", help="cluster-desc.yml")
+    parser.add_argument("file", type=path, nargs="?", help="cluster-desc.yml")
     parser.add_argument(
-        "-o", "--output", type=Path, default=Path("bsroot"), help="bsroot to write (./bsroot)"
+        "-o", "--output", type=path, default=Path("bsroot"), help="bsroot to write (./bsroot)"
     )
     parser.add_argument(
         "--verify",
-        type=Path,
+        type=path,
         metavar="BSROOT",
         help="check BSROOT against its manifest.json (every file's size and sha256) and exit",
     )
-    parser.add_argument("--mirror", help="OS release base URL replacing the public host")
-    parser.add_argument("--kubernetes-mirror", help="base URL of the Kubernetes binaries")
-    parser.add_argument("--ipxe-url", help="base URL of undionly.kpxe and ipxe.efi")
+    parser.add_argument("--mirror", type=url, help="OS release base URL replacing the public host")
+    parser.add_argument("--kubernetes-mirror", type=url, help="base URL of the Kubernetes binaries")
+    parser.add_argument("--ipxe-url", type=url, help="base URL of undionly.kpxe and ipxe.efi")
     parser.add_argument(
         "--registry-mirror",
         type=_registry_mirror,
@@ -240,13 +301,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST=URL",
         help="pull images of registry HOST (as written in references) from URL; repeatable",
     )
-    parser.add_argument("--signing-key", help="OS image signing key: URL or file")
-    parser.add_argument("--signing-key-fingerprint", help="the key's pinned fingerprint")
-    parser.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (4)")
-    parser.add_argument("--retries", type=int, default=5, help="retries per download (5)")
+    parser.add_argument("--signing-key", type=source, help="OS image signing key: URL or file")
+    parser.add_argument(
+        "--signing-key-fingerprint", type=fingerprint, help="the key's pinned fingerprint"
+    )
+    parser.add_argument("-j", "--jobs", type=count(1), default=4, help="parallel downloads (4)")
+    parser.add_argument("--retries", type=count(0), default=5, help="retries per download (5)")
     parser.add_argument(
         "--cache",
-        type=Path,
+        type=path,
         help=f"where image layers are kept between runs (default {default_cache()})",
     )
     parser.add_argument("--no-images", action="store_true", help="skip the container images")
@@ -255,22 +318,51 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only validate, lay out and make the CA; fetch nothing, write no manifest",
     )
-    parser.add_argument("--tarball", type=Path, help="also write the finished bsroot as a tar")
+    parser.add_argument("--tarball", type=path, help="also write the finished bsroot as a tar")
     parser.add_argument(
         "--plain", action="store_true", help="plain progress lines even on a terminal"
     )
+    add_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Pack; its exit code (see the parser's epilog), never a traceback."""
+    try:
+        return _main(argv)
+    except Exception as exc:  # the last resort: a bug, said in one line
+        print(internal_error("bootstrapperd-pack", exc), file=sys.stderr)
+        return 70
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.verify is not None:
-        return verify_command(args.verify, sys.stdout)
+        root = args.verify
+        if not os.path.exists(root):
+            parser.error(f"argument --verify: bsroot {root} does not exist")
+        if not os.path.isdir(root):
+            parser.error(f"argument --verify: bsroot {root} is not a directory")
+        if not os.path.isfile(Bsroot(root).cluster_desc):
+            parser.error(f"argument --verify: {root} is not a bsroot (no config/cluster-desc.yml)")
+        return verify_command(root, sys.stdout)
     if args.file is None:
         parser.error("the cluster description is required (or --verify BSROOT)")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    for flag, directory in (("-o/--output", args.output), ("--cache", args.cache)):
+        if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+            parser.error(f"argument {flag}: {str(directory)!r} is not a directory")
+    if args.tarball is not None and os.path.isdir(args.tarball):
+        parser.error(f"argument --tarball: {str(args.tarball)!r} is a directory, not a file name")
+    try:
+        site = SiteTarget.parse(args.site_python, args.site_arch, args.site_glibc)
+    except BootstrapperError as exc:
+        parser.error(str(exc))
+    if os.path.isdir(args.file) or (os.path.exists(args.file) and not os.path.isfile(args.file)):
+        # (reading a FIFO or a device could block forever) exit 1, as for any unreadable file
+        kind = "is a directory" if os.path.isdir(args.file) else "not a regular file"
+        print(f"{args.file}: cannot read: {kind}", file=sys.stderr)
+        return 1
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -299,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         retries=args.retries,
         cache=args.cache,
         images=not args.no_images,
+        site=None if args.no_bootstrapper else site,
+        bootstrapper_image=args.bootstrapper_image,
     )
     progress = Progress.for_stream(sys.stderr, force_plain=args.plain)
     try:

@@ -1,8 +1,11 @@
-"""Start-up failures: one error type with a message that says why and what to do."""
+"""Start-up failures: one error type with a message that says why and what to do; and the one
+line a command prints for a bug instead of a traceback."""
 
 from __future__ import annotations
 
 import errno
+import traceback
+from pathlib import Path
 
 
 class StartupError(Exception):
@@ -23,3 +26,14 @@ def cannot_listen(service: str, where: str, exc: OSError, hint: str = "") -> Sta
     else:
         reason = exc.strerror or str(exc)
     return StartupError(f"{service}: cannot listen on {where}: {reason}{hint}")
+
+
+def internal_error(program: str, exc: BaseException) -> str:
+    """One line for a bug, instead of a traceback: what was raised, and where, to report."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" (at {'/'.join(Path(last.filename).parts[-2:])}:{last.lineno})"
+    text = " ".join(str(exc).split())
+    return f"{program}: internal error: {type(exc).__name__}: {text}{where}; please report it"

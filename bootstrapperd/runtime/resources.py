@@ -16,3 +16,12 @@ def config_dir() -> Path:
 
 def example_cluster() -> Path:
     return config_dir() / "examples" / "cluster-desc.yml"
+
+
+def systemd_dir() -> Path:
+    """The systemd units: ``bootstrapperd/_config/systemd`` in an installed wheel; the
+    repository's ``systemd/`` otherwise."""
+    packaged = config_dir() / "systemd"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "systemd"

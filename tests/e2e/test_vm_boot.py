@@ -27,12 +27,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from bootstrapperd.lab.netlab import NetLab, unavailable_reason
+from bootstrapperd.lab.netlab import NetLab
 from bootstrapperd.lab.vm.initramfs import read_config
 from bootstrapperd.lab.vm.lab import BootLab, Machine, Packed, pack_bsroot
-from bootstrapperd.lab.vm.qemu import MachineSpec, missing_tools, ovmf
+from bootstrapperd.lab.vm.qemu import MachineSpec, ovmf
 from bootstrapperd.model import ClusterModel
-from tests.conftest import EXAMPLE, need, need_tools
+from tests.conftest import EXAMPLE, need, need_vm_lab
 from tests.ignition import ignition_files
 
 pytestmark = pytest.mark.netns
@@ -55,14 +55,6 @@ class Boot:
     @property
     def model(self) -> ClusterModel:
         return self.packed.model
-
-
-def _prerequisites() -> None:
-    reason = unavailable_reason()
-    need(reason is None, reason or "")
-    need(not missing_tools(), f"missing Debian packages: {', '.join(missing_tools())}")
-    need_tools("gpg", "gpgv", "curl")
-    need(Path("/bin/busybox").is_file(), "/bin/busybox is missing (Debian package busybox-static)")
 
 
 def _describe(workdir: Path) -> Path:
@@ -94,7 +86,7 @@ def _explain(boot: Boot, machine: Machine) -> str:
 
 @pytest.fixture(scope="module")
 def bios(tmp_path_factory: pytest.TempPathFactory) -> Boot:
-    _prerequisites()
+    need_vm_lab()
     return _boot(tmp_path_factory.mktemp("e2e-bios"), BIOS_MACHINES)
 
 
@@ -232,7 +224,7 @@ def test_boot_times(bios: Boot, request: pytest.FixtureRequest) -> None:
 
 def test_uefi_machine(tmp_path_factory: pytest.TempPathFactory) -> None:
     """OVMF's own PXE client: DHCP → ipxe.efi over TFTP → iPXE → the same path as BIOS."""
-    _prerequisites()
+    need_vm_lab()
     need(ovmf() is not None, "OVMF is not installed (Debian package ovmf)")
     spec = MachineSpec("uefi-worker", WORKER.mac, firmware="uefi")
     boot = _boot(tmp_path_factory.mktemp("e2e-uefi"), (spec,))
@@ -256,7 +248,7 @@ def test_uefi_machine(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def test_nothing_left_behind_after_a_failure(tmp_path: Path) -> None:
     """A failure in the middle of a boot still removes the VMs, the daemon, the namespaces."""
-    _prerequisites()
+    need_vm_lab()
     packed = pack_bsroot(_describe(tmp_path), tmp_path)
     pids: list[int] = []
     names: list[str] = []

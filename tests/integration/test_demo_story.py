@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from bootstrapperd.lab.demo import Clock, Narrator, _unrepeat, is_field, pack_excerpt
-from bootstrapperd.lab.netlab import LabError, unavailable_reason
+from bootstrapperd.lab.netlab import LabError
 from bootstrapperd.lab.vm.initramfs import MARK
 from bootstrapperd.lab.vm.lab import Machine, console_script
-from bootstrapperd.lab.vm.qemu import ACCEL_ENV, MachineSpec, missing_tools
-from tests.conftest import need, need_tools
+from bootstrapperd.lab.vm.qemu import ACCEL_ENV, MachineSpec
+from tests.conftest import need_vm_lab
 
 TIMELINE = re.compile(r"^  +\+(\d+\.\d) s  (\S+) +(.*)$")
 RESULT = re.compile(
@@ -209,14 +209,6 @@ def test_pack_excerpt_shows_first_and_last_lines() -> None:
     assert pack_excerpt("\n".join(lines[:6]), head=3, tail=2) == lines[:6]
 
 
-def _prerequisites() -> None:
-    reason = unavailable_reason()
-    need(reason is None, reason or "")
-    need(not missing_tools(), f"missing Debian packages: {', '.join(missing_tools())}")
-    need_tools("gpg", "gpgv", "curl")
-    need(Path("/bin/busybox").is_file(), "/bin/busybox is missing (Debian package busybox-static)")
-
-
 def _fetch(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
         response.read()
@@ -228,7 +220,7 @@ def _fetch(url: str) -> int:
 def test_demo_output_reads_like_a_story() -> None:
     """``bootstrapperd demo --hold``: the status page answers right after it is announced and
     still while holding; Ctrl-C then ends the demo normally; the output has every property."""
-    _prerequisites()
+    need_vm_lab()
     env = {k: v for k, v in os.environ.items() if k != ACCEL_ENV}  # the probe decides
     argv = [*console_script("bootstrapperd", "bootstrapperd"), "demo", "--hold"]
     out: list[str] = []

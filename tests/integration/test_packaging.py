@@ -28,7 +28,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from bootstrapperd.runtime.fdlimit import transfer_cap
 from protocols.tftp.endpoint import MAX_TRANSFERS
 from tests.conftest import EXAMPLE, REPO, need, need_tools
 from tests.integration.dhcp_lab import SERVER, wait_until
+from tests.wheelhouse import WHEELHOUSE, local_pip_environment
 
 pytestmark = pytest.mark.netns
 
@@ -52,7 +52,6 @@ DIRECT_UNIT = REPO / "systemd" / "bootstrapperd.service"
 CONTAINER_UNIT = REPO / "systemd" / "bootstrapperd-container.service"
 # scripts/setup.sh downloads the runtime dependencies and the build backend (hatchling and its
 # own dependencies) here: the offline install takes them from this directory.
-WHEELHOUSE = REPO / ".venv" / "wheelhouse"
 
 # What a Debian image's RUN lines see as PATH (the builder's default), and what systemd gives
 # a service on Debian 12 (merged /usr): the tests resolve programs the same way.
@@ -63,6 +62,9 @@ MASTER_MAC = "52:54:00:77:00:10"  # the bundled example's master, reserved at 10
 # One exchange, the lease left unconfigured (the test adds its own address afterwards).
 UDHCPC = shlex.split("busybox udhcpc -i node0 -n -q -f -t 5 -T 1 -s /bin/true")
 NOBODY = 65534  # stands in for the unit's `bootstrapperd` user, which this machine lacks
+# The tests' bsroots are pack's without downloads (no iPXE binaries, no OS kernel): the shipped
+# commands are told to serve them anyway through the environment, which they do not set.
+SERVE_WITHOUT_BOOT_FILES = {"BOOTSTRAPPERD_SERVE_WITHOUT_BOOT_FILES": "1"}
 DEV_ONLY = {"pytest", "ruff", "mypy", "hypothesis", "scapy", "playwright", "pytest-asyncio"}
 # linux/capability.h, for the capabilities the unit may name.
 CAP_BITS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
@@ -189,45 +191,6 @@ class Rootfs:
 
 def _moved_to(moved: str, _: re.Match[str]) -> str:
     return moved
-
-
-def local_pip_environment() -> dict[str, str]:
-    """pip's environment for the install: the wheelhouse scripts/setup.sh fills (every runtime
-    dependency and the build backend) and the package sources this machine's pip is configured
-    with (files, PIP_* variables), local ones only; every config file ignored, so PyPI is
-    never the default."""
-    need(
-        any(WHEELHOUSE.glob("hatchling-*.whl")),
-        f"no wheelhouse in {WHEELHOUSE} (the runtime dependencies and hatchling, which the "
-        "offline install takes from there): run scripts/setup.sh",
-    )
-    listing = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True
-    ).stdout
-    indexes: list[str] = []
-    links: list[str] = [str(WHEELHOUSE)]
-    for line in listing.splitlines():
-        key, _, value = line.partition("=")
-        option = key.rpartition(".")[2]
-        for source in value.strip().strip("'\"").split():
-            # Only the file system: a loopback URL would not answer inside pip's namespace.
-            local = source.startswith("file://") or source.startswith("/")
-            if local and option in ("index-url", "extra-index-url") and source not in indexes:
-                indexes.append(source)
-            elif local and option == "find-links" and source not in links:
-                links.append(source)
-    env = {
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_NO_INPUT": "1",
-        "PIP_FIND_LINKS": " ".join(links),
-    }
-    if indexes:
-        env["PIP_INDEX_URL"] = indexes[0]
-        env["PIP_EXTRA_INDEX_URL"] = " ".join(indexes[1:])
-    else:
-        env["PIP_NO_INDEX"] = "1"
-    return env
 
 
 @dataclass(frozen=True)
@@ -549,7 +512,10 @@ def test_image_command_serves_then_stops_on_sigterm(
     srv, cli = pair(netlab, CLIENT)
     argv = installed.command(bsroot)
     assert argv == ["bootstrapperd", "serve", "--bsroot", str(bsroot)]
-    daemon = start(srv, argv, installed.env, bsroot.parent / "image.log")
+    # The bsroot has no boot files (pack without downloads): the image's command as shipped,
+    # told to serve anyway through its environment, as `docker run -e` would.
+    env = {**installed.env, **SERVE_WITHOUT_BOOT_FILES}
+    daemon = start(srv, argv, env, bsroot.parent / "image.log")
     health = json.loads(wait_for_http(cli, f"http://{SERVER}/healthz"))
     assert health["status"] == "ok"
     assert health["version"] == bootstrapperd.__version__
@@ -628,7 +594,8 @@ def test_container_unit_keeps_its_promises() -> None:
     argv = shlex.split(unit_value(unit, service, "ExecStart"))
     assert argv[:6] == ["/usr/bin/docker", "run", "--rm", "--name", "bootstrapperd", "--network"]
     assert argv[6] == "host"
-    assert "--privileged" in argv
+    assert "--privileged" not in argv  # least privilege: only what Docker's defaults lack
+    assert argv[argv.index("--cap-add") + 1] == "NET_ADMIN"
     mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "-v"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in mounts
     image_at = argv.index("bootstrapperd:latest")
@@ -724,7 +691,7 @@ def test_direct_unit_runs_with_only_its_capabilities(
     try:
         srv, cli = pair(netlab, None)
         cli.ip("link", "set", "node0", "address", MASTER_MAC)
-        env = {"PATH": SYSTEMD_SERVICE_PATH, **unit_environment(unit)}
+        env = {"PATH": SYSTEMD_SERVICE_PATH, **unit_environment(unit), **SERVE_WITHOUT_BOOT_FILES}
         env["NOTIFY_SOCKET"] = str(notify.path)
         log = open_bsroot.parent / "unit.log"
         daemon = start(srv, [*setpriv, *argv], env, log)

@@ -4,9 +4,13 @@ guard (so CI, which sets BOOTSTRAPPERD_TEST_STRICT=1, can never pass by skipping
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
+from tests.conftest import need_tools
+
 TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
 DIRECT_SKIP = re.compile(r"pytest\.(skip|importorskip)\(|pytest\.mark\.(skip|skipif)\b")
 
 
@@ -26,9 +30,6 @@ def test_the_guard_fails_in_strict_mode() -> None:
     guard = text[text.index("def unavailable") : text.index("def need(")]
     assert 'os.environ.get("BOOTSTRAPPERD_TEST_STRICT") == "1"' in guard
     assert guard.index("pytest.fail") < guard.index("pytest.skip")
-
-
-ROOT = TESTS.parent
 
 
 def _documented_layout() -> set[str]:
@@ -61,3 +62,10 @@ def test_the_readme_links_the_architecture_not_a_path_outside() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docs/architecture.md" in readme
     assert "../shared" not in readme
+
+
+def test_the_site_install_script_passes_shellcheck() -> None:
+    need_tools("shellcheck")
+    script = ROOT / "config" / "site" / "install-bootstrapper.sh"
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

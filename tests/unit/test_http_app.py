@@ -547,7 +547,7 @@ def test_render_errors(root: Bsroot) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a bad value on the command line: exit 2, as argparse's
     assert "not a MAC address" in bad.stderr
     edit(root, "unknown_machines: allow", "unknown_machines: ignore")
     ignored = subprocess.run(

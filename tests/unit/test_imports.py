@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "bootstrapperd.pack",
     ),
     ("bootstrapperd.daemon",),
+    ("bootstrapperd.preflight",),
     ("bootstrapperd.lab",),
     ("bootstrapperd.cli", "bootstrapperd.__main__"),
 )

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,9 +45,16 @@ class Packed:
     pack_output: str
 
 
-def pack_bsroot(description: Path, workdir: Path) -> Packed:
+def pack_bsroot(
+    description: Path,
+    workdir: Path,
+    pack_options: Sequence[str] = ("--no-bootstrapper",),
+    env: Mapping[str, str] | None = None,
+) -> Packed:
     """Build the stand-in release, publish it in a signed local mirror and run
-    ``bootstrapperd-pack`` on ``description`` against it (``workdir/bsroot``)."""
+    ``bootstrapperd-pack`` on ``description`` against it (``workdir/bsroot``), with
+    ``pack_options`` (by default without the bootstrapper's own install, which needs a package
+    index or a wheelhouse: the site install test gives one through ``env``)."""
     model = load_cluster_file(description)
     kernel = ensure_kernel()
     masters = [node.fqdn for node in model.nodes if Role.MASTER in node.roles]
@@ -78,8 +85,11 @@ def pack_bsroot(description: Path, workdir: Path) -> Packed:
         *("--kubernetes-mirror", f"file://{mirror}/kubernetes"),
         *("--signing-key", str(mirror / "signing-key.asc")),
         *("--signing-key-fingerprint", key.fingerprint),
+        *pack_options,
     ]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, env=None if env is None else dict(env)
+    )
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise LabError(f"bootstrapperd-pack failed ({result.returncode}):\n{output}")
