@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from . import __version__
+from . import __version__, routes
 from .bsroot.layout import Bsroot
 from .bsroot.manifest import Manifest, ManifestError
 from .bsroot.manifest import verify as verify_manifest
@@ -31,6 +32,7 @@ from .model import ClusterModel, ConfigError, load_cluster_file
 from .model.fields import canonical_mac
 from .model.holder import ModelHolder
 from .model.summary import render_summary
+from .operator import AdminChannel, AdminError, format_table
 from .preflight import missing_boot_files, preflight
 from .render import Kind, Renderer, TemplateError
 from .routes import base_url
@@ -350,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument("--address", type=_ipv4, help="bind this address (as serve's --address)")
     preflight.add_argument("--http-port", type=_port, help="HTTP port (as serve's --http-port)")
 
+    admin_help = (
+        "the bsroot the daemon serves: its admin channel is BSROOT/state/admin.sock (mode 0600: "
+        "run as root on the bootstrapper; env BOOTSTRAPPERD_BSROOT)"
+    )
+    machines, settings = command(
+        "machines", help="the fleet: every machine with its state, address and last event"
+    )
+    _option(machines, settings, "--bsroot", "BSROOT", _path, admin_help)
+    machines.add_argument("--json", action="store_true", help="the daemon's JSON, as it is")
+    for name, what in (
+        ("reinstall", "install MAC again at its next network boot (installed or failed → ready)"),
+        ("approve", "let a discovered MAC install (dhcp.unknown_machines: approve)"),
+    ):
+        change, settings = command(name, help=what)
+        _option(change, settings, "--bsroot", "BSROOT", _path, admin_help)
+        change.add_argument("macs", metavar="MAC", nargs="+", type=_mac, help="any spelling")
+
     demo, settings = command("demo", help="check and serve the bundled example in a network lab")
     demo.add_argument(
         "--hold",
@@ -584,6 +603,47 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
+def _channel(args: argparse.Namespace) -> AdminChannel | str:
+    bsroot = _bsroot(args)
+    if isinstance(bsroot, str):
+        return bsroot
+    return AdminChannel(bsroot.admin_socket)
+
+
+def cmd_machines(args: argparse.Namespace) -> int:
+    channel = _channel(args)
+    if isinstance(channel, str):
+        return _usage_error(args, channel)
+    try:
+        table = channel.machines()
+    except AdminError as exc:
+        print(f"bootstrapperd machines: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_table(table))
+    return EXIT_OK
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    """reinstall or approve each MAC; every MAC is tried, the exit is 1 if any was refused."""
+    channel = _channel(args)
+    if isinstance(channel, str):
+        return _usage_error(args, channel)
+    route = routes.ADMIN_REINSTALL if args.command == "reinstall" else routes.ADMIN_APPROVE
+    code = EXIT_OK
+    for mac in args.macs:
+        try:
+            answer = channel.change(route, mac)
+        except AdminError as exc:
+            print(f"bootstrapperd {args.command}: {exc}", file=sys.stderr)
+            code = EXIT_INVALID
+            continue
+        print(f"{mac}: {answer.get('state')} ({answer.get('why')})")
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .lab.demo import run_demo
 
@@ -627,6 +687,9 @@ def _main(argv: Sequence[str] | None) -> int:
         "serve": cmd_serve,
         "render": cmd_render,
         "preflight": cmd_preflight,
+        "machines": cmd_machines,
+        "reinstall": cmd_change,
+        "approve": cmd_change,
         "demo": cmd_demo,
     }
     return commands[args.command](args)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
+import socket
 import sqlite3
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from aiohttp import web
 
@@ -23,9 +28,11 @@ from .bsroot.pki import ClusterPKI, PKIError
 from .dhcp.backend import ModelBackend
 from .dhcp.service import DHCPService
 from .dns.service import DNSService
-from .http import HTTPContext, create_app
+from .http import HTTPContext, create_admin_app, create_app
 from .http.server import ConnectionGuard, GuardedSite
+from .machines.events import Source
 from .machines.leases import LeaseStore
+from .machines.lifecycle import Lifecycle
 from .machines.resolver import Resolver
 from .machines.statedb import StateDB
 from .machines.timeline import Timeline
@@ -43,6 +50,20 @@ from .tftp.service import TFTPService
 __all__ = ["Daemon", "Listen", "StartupError", "resolve_listen", "run"]
 
 STATE_DB = "bootstrapperd.db"
+ADMIN_PATH_MAX = 108  # sun_path's size, with its terminating NUL
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 log = logging.getLogger("bootstrapperd")
 http_log = logging.getLogger("bootstrapperd.http")
@@ -113,6 +134,7 @@ class Daemon:
         self.grace_period = grace_period
         self.bsroot = bsroot
         self._runner: web.AppRunner | None = None
+        self._admin: web.AppRunner | None = None
         self._db: StateDB | None = None
         self.dhcp: DHCPService | None = None
         self.ra: RouterAdvertiser | None = None
@@ -121,6 +143,7 @@ class Daemon:
         self.http: HTTPContext | None = None
         self.registry: RegistryService | None = None
         self.resolver: Resolver | None = None
+        self.lifecycle: Lifecycle | None = None
 
     async def start(self) -> None:
         pki = ClusterPKI(self.bsroot.tls)
@@ -138,8 +161,11 @@ class Daemon:
             ) from None
         renderer = Renderer(self.bsroot, pki)
         timeline = Timeline(self._db, lambda mac: mac in self.holder.model.nodes_by_mac)
+        lifecycle = Lifecycle(self._db, lambda: self.holder.model, record=timeline.record)
+        timeline.on_event = lifecycle.observe
+        self.lifecycle = lifecycle
         leases = LeaseStore(self._db)
-        resolver = Resolver(lambda: self.holder.model, leases)
+        resolver = Resolver(lambda: self.holder.model, leases, lifecycle=lifecycle)
         self.resolver = resolver
         tokens = TokenStore(self._db)
         backend = ModelBackend(
@@ -162,6 +188,7 @@ class Daemon:
             timeline,
             renderer,
             issue_token=lambda mac: tokens.issue(mac, time.time()),
+            boot_action=lambda mac: lifecycle.booting(mac, Source.TFTP),
         )
         self.dns = DNSService(self.holder, self.listen.address, resolver)
         self.registry = RegistryService(
@@ -182,10 +209,12 @@ class Daemon:
                 "tftp": lambda: self.tftp.counters if self.tftp is not None else {},
                 "dns": lambda: self.dns.counters if self.dns is not None else {},
                 "tokens": lambda: tokens.counters,
+                "lifecycle": lambda: lifecycle.counters,
                 "model": lambda: self.holder.counters,
                 "files": lambda: self.bsroot.refusals.events(),
             },
             registry=self.registry,
+            lifecycle=lifecycle,
         )
         try:
             self.dhcp.start()
@@ -193,6 +222,7 @@ class Daemon:
             self.tftp.start()
             await self.dns.start()
             await self._start_http()
+            await self._start_admin()
         except BaseException:
             await self.stop()
             raise
@@ -238,6 +268,41 @@ class Daemon:
             },
         )
 
+    async def _start_admin(self) -> None:
+        """The admin channel on ``state/admin.sock``, mode 0600 from its first moment (bound in
+        a private directory, then moved into place). Never fails the start: without it the
+        daemon serves, and the admin commands say the channel is not there."""
+        assert self.http is not None  # noqa: S101 (invariant: start() made it)
+        path = self.bsroot.admin_socket
+        if len(os.fsencode(path)) >= ADMIN_PATH_MAX:
+            log.warning("admin channel off: its socket path is too long", extra={"fields": {
+                "path": str(path), "limit": ADMIN_PATH_MAX - 1}})  # fmt: skip
+            return
+        if path.is_socket() and _answers(path):
+            log.warning("admin channel off: another daemon answers on it",
+                        extra={"fields": {"path": str(path)}})  # fmt: skip
+            return
+        path.unlink(missing_ok=True)  # left by a crash
+        private = Path(tempfile.mkdtemp(prefix=".admin-", dir=path.parent))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(private / "s"))
+            os.chmod(private / "s", 0o600)
+            os.rename(private / "s", path)
+        except OSError as exc:
+            sock.close()
+            log.warning("admin channel off: %s", exc, extra={"fields": {"path": str(path)}})
+            return
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        runner = web.AppRunner(
+            create_admin_app(self.http), handle_signals=False, access_log=None, shutdown_timeout=1
+        )
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._admin = runner
+        log.info("admin channel", extra={"fields": {"path": str(path), "mode": "0600"}})
+
     def _on_reload(self, old: ClusterModel, new: ClusterModel) -> None:
         if self.resolver is not None:
             for node_mac, address, holder in self.resolver.conflicts():
@@ -270,6 +335,10 @@ class Daemon:
             self._db = None
 
     async def _stop_http(self) -> None:
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
+            self.bsroot.admin_socket.unlink(missing_ok=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

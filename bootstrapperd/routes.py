@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 __all__ = [
+    "ADMIN_APPROVE",
+    "ADMIN_MACHINES",
+    "ADMIN_REINSTALL",
+    "ADMIN_ROUTES",
     "API",
     "API_NODE",
     "API_REGISTRY",
@@ -87,6 +91,11 @@ CA = Route("ca", "GET", "/tls/ca.pem")
 TLS = Route("tls", "GET", "/tls/{mac}/{name}")
 REPORT = Route("report", "POST", "/api/v1/nodes/{mac}/report")
 CSR = Route("csr", "POST", "/api/v1/nodes/{mac}/csr/{which}")
+# The operator's commands: only on the admin channel (a Unix socket only the bootstrapper's
+# root can use); the cluster-facing listener answers each with 403.
+ADMIN_MACHINES = Route("admin-machines", "GET", "/api/v1/admin/machines")
+ADMIN_REINSTALL = Route("admin-reinstall", "POST", "/api/v1/admin/machines/{mac}/reinstall")
+ADMIN_APPROVE = Route("admin-approve", "POST", "/api/v1/admin/machines/{mac}/approve")
 
 ROUTES = (
     STATUS,
@@ -108,6 +117,7 @@ ROUTES = (
     TLS,
     STATIC,
 )
+ADMIN_ROUTES = (ADMIN_MACHINES, ADMIN_REINSTALL, ADMIN_APPROVE)
 
 # Names the TFTP server generates (a file of the same name in tftpboot/ wins) and the
 # directory it serves the image mirror under.

@@ -116,6 +116,11 @@ class Bsroot:
         return self.root / "images"
 
     @property
+    def admin_socket(self) -> Path:
+        """The daemon's admin channel (mode 0600; http/admin.py)."""
+        return self.state / "admin.sock"
+
+    @property
     def bootstrapper(self) -> Path:
         """bootstrapperd itself, for the site (a wheelhouse, the units, the container image)."""
         return self.root / "bootstrapper"

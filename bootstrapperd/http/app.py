@@ -12,7 +12,7 @@ from .. import __version__, routes
 from ..machines.events import Source
 from ..registry.service import absent_status
 from ..render import TemplateError
-from . import machine, nodes
+from . import admin, machine, nodes
 from .context import CONTEXT, EVENT, HTTPContext
 from .files import ObservedFile
 from .metrics import metrics
@@ -81,6 +81,26 @@ HANDLERS: dict[routes.Route, Handler] = {
 ROUTES = [
     web.route(route.method, route.pattern, HANDLERS[route], name=route.name)
     for route in routes.ROUTES
+] + [  # the cluster-facing listener refuses every admin route
+    web.route(route.method, route.pattern, admin.refuse, name=route.name)
+    for route in routes.ADMIN_ROUTES
+]
+# The admin socket: the operator's read-only routes and the admin commands; nothing a
+# machine fetches (machines never reach it).
+_OPERATOR = (
+    routes.STATUS,
+    routes.HEALTHZ,
+    routes.METRICS,
+    routes.API,
+    routes.API_NODE,
+    routes.API_REGISTRY,
+)
+ADMIN_ROUTES = [
+    web.route(route.method, route.pattern, HANDLERS[route], name=route.name)
+    for route in _OPERATOR
+] + [
+    web.route(route.method, route.pattern, admin.ADMIN_HANDLERS[route], name=route.name)
+    for route in routes.ADMIN_ROUTES
 ]
 
 
@@ -171,4 +191,12 @@ def create_app(context: HTTPContext, guard: ConnectionGuard | None = None) -> we
     app = web.Application(middlewares=[request_done, observe], handler_args=handler_args)
     app[CONTEXT] = context
     app.add_routes(ROUTES)
+    return app
+
+
+def create_admin_app(context: HTTPContext) -> web.Application:
+    """The admin channel's application (served on the admin Unix socket only)."""
+    app = web.Application(middlewares=[observe], handler_args=dict(HANDLER_ARGS))
+    app[CONTEXT] = context
+    app.add_routes(ADMIN_ROUTES)
     return app

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..bsroot.layout import Bsroot
 from ..bsroot.pki import ClusterPKI
 from ..machines.leases import LeaseStore
+from ..machines.lifecycle import Lifecycle
 from ..machines.resolver import Resolver
 from ..machines.timeline import Timeline
 from ..machines.tokens import TokenStore
@@ -35,6 +36,7 @@ class HTTPContext:
     # Other services' counters for /metrics: name ("dhcp", "tftp", "dns") → current counts.
     service_counters: Mapping[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
     registry: RegistryService | None = None  # None: no registry service (tests, tools)
+    lifecycle: Lifecycle | None = None  # None: every boot installs (tests, tools)
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, status) → n
     sent_bytes: Counter[str] = field(default_factory=Counter)  # route → bytes
     started_at: float = field(default_factory=time.monotonic)

@@ -19,7 +19,8 @@ from aiohttp.web_fileresponse import CONTENT_TYPES, FALLBACK_CONTENT_TYPE
 from .. import routes
 from ..bsroot.layout import Refused, open_inside
 from ..bsroot.pki import NODE_CERTIFICATES, PKIError, csr_public_key, node_spec
-from ..machines.events import EventKind, mirror_kind
+from ..machines.boot import BootAction
+from ..machines.events import EventKind, Source, mirror_kind
 from ..machines.tokens import Verdict
 from ..model.fields import canonical_mac
 from ..render import PRIVATE_KINDS, Kind
@@ -94,15 +95,24 @@ def _served(request: web.Request, mac: str) -> None:
 async def _rendered(request: web.Request, kind: Kind, mac: str) -> web.Response:
     context = request.app[CONTEXT]
     _served(request, mac)
-    secrets, token = False, None
+    secrets, token, action = False, None, BootAction.INSTALL
     if kind in PRIVATE_KINDS:
         _own_only(request, mac)  # before rendering: a refused client costs no template
         secrets = _spend(request, mac, "config")
     elif kind is Kind.IPXE:
-        # A new boot of this machine: a fresh install token, the earlier one dies.
-        token = context.tokens.issue(mac, time.time())
+        if context.lifecycle is not None:
+            action = context.lifecycle.booting(mac, Source.HTTP) or action
+        if action is BootAction.INSTALL:
+            # A new install of this machine: a fresh install token, the earlier one dies.
+            token = context.tokens.issue(mac, time.time())
     rendered = context.renderer.render(
-        kind, context.holder.model, mac, server_of(request), secrets=secrets, token=token
+        kind,
+        context.holder.model,
+        mac,
+        server_of(request),
+        secrets=secrets,
+        token=token,
+        action=action,
     )
     if rendered is None:
         raise web.HTTPNotFound(text=f"{mac} is not in the cluster (unknown machines: ignore)\n")

@@ -100,6 +100,13 @@ class _Collector(Collector):
         for stage, count in stages.items():
             nodes.add_metric([stage], count)
         yield nodes
+        if context.lifecycle is not None:
+            by_state = GaugeMetricFamily(
+                f"{PREFIX}_machines", "Machines in each provisioning state", labels=["state"]
+            )
+            for name, count in sorted(context.lifecycle.counts(tuple(seen)).items()):
+                by_state.add_metric([name], count)
+            yield by_state
         failed = sum(1 for mac in seen if context.timeline.progress(mac).failed)
         yield GaugeMetricFamily(
             f"{PREFIX}_nodes_failed", "Machines whose latest event is a failure", value=failed

@@ -108,6 +108,8 @@ def node_view(context: HTTPContext, mac: str, alarms: Counter[str] | None = None
         "address_source": str(view.address_source),
         "static_ip": str(view.static_ip) if view.static_ip is not None else None,
         "lease": lease_view,
+        "state": view.state.value if view.state is not None else None,
+        "state_since": _since(context, mac),
         "stage": progress.name,
         "stage_index": progress.stage,
         "failed": progress.failed,
@@ -115,6 +117,12 @@ def node_view(context: HTTPContext, mac: str, alarms: Counter[str] | None = None
         "last_event": progress.last.as_dict() if progress.last is not None else None,
         "alarms": (alarms or _alarm_counts(context))[mac],
     }
+
+
+def _since(context: HTTPContext, mac: str) -> float | None:
+    """When the machine's state was last set (None: its default, never set)."""
+    entry = context.lifecycle.entry(mac) if context.lifecycle is not None else None
+    return entry.since if entry is not None and entry.since else None
 
 
 def _alarm_counts(context: HTTPContext) -> Counter[str]:

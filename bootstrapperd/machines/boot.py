@@ -7,11 +7,23 @@ mirror and the kernel arguments that point the live OS at its configuration. The
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from ..model import ClusterModel
 from ..routes import URLs
 
-__all__ = ["TOKEN_ARG", "BootSpec", "boot_spec", "default_spec"]
+__all__ = ["TOKEN_ARG", "WAIT_SECONDS", "BootAction", "BootSpec", "boot_spec", "default_spec"]
+
+WAIT_SECONDS = 15  # how often a machine waiting for approval asks for its script again
+
+
+class BootAction(StrEnum):
+    """What a network boot gets (machines/lifecycle.py decides it from the machine's state)."""
+
+    INSTALL = "install"  # the OS installer: kernel, initrd and the arguments to its configuration
+    LOCAL = "local"  # its own disk: iPXE sanboot (BIOS) or exit (UEFI), pxelinux LOCALBOOT
+    WAIT = "wait"  # ask again in WAIT_SECONDS (discovered: waiting for the operator's approval)
+
 
 # File names in the image mirror, per OS (as the releases publish them).
 PXE_FILES = {
@@ -30,6 +42,7 @@ class BootSpec:
     kernel: str
     initrd: str
     args: tuple[str, ...]
+    action: BootAction = BootAction.INSTALL
 
     @property
     def initrd_name(self) -> str:
@@ -48,7 +61,12 @@ TOKEN_ARG = "bootstrapperd.token"  # noqa: S105 (the kernel argument's name: mac
 
 
 def boot_spec(
-    model: ClusterModel, mac: str, hostname: str, server: str, token: str | None = None
+    model: ClusterModel,
+    mac: str,
+    hostname: str,
+    server: str,
+    token: str | None = None,
+    action: BootAction = BootAction.INSTALL,
 ) -> BootSpec:
     """The boot of machine ``mac`` (canonical) named ``hostname`` from the server at ``server``
     (a base URL), with its install ``token`` when one was issued for this boot. Whether it is
@@ -66,6 +84,7 @@ def boot_spec(
         kernel=kernel,
         initrd=initrd,
         args=(*config, *((f"{TOKEN_ARG}={token}",) if token else ()), *CONSOLE_ARGS),
+        action=action,
     )
 
 

@@ -17,6 +17,7 @@ class Source(StrEnum):
     TFTP = "tftp"
     HTTP = "http"
     INSTALL = "install"  # what install.sh reports about itself
+    ADMIN = "admin"  # the operator, through the admin channel
 
 
 class EventKind(StrEnum):
@@ -55,6 +56,10 @@ class EventKind(StrEnum):
     INSTALLED = "installed"
     INSTALL_FAILED = "install-failed"
     NOTE = "note"  # a remark from the machine (a check it made), kept in its timeline; no stage
+    # The boot decision for an installed or waiting machine (machines/lifecycle.py).
+    LOCAL_BOOT = "local-boot"  # told to boot its own disk
+    WAITING = "waiting"  # discovered: told to ask again until approved
+    STATE = "state"  # the operator changed its state (reinstall, approve)
 
 
 # Kinds that say the step failed.

@@ -8,7 +8,8 @@ boots. DHCP, TFTP, DNS, HTTP and the renderer ask it; nothing else decides these
 The two rules, each written once:
 
 - **Served** (:func:`is_served`): a machine gets addresses, boot scripts and configuration
-  when the description lists it, or when ``dhcp.unknown_machines`` is ``allow``.
+  when the description lists it, or when ``dhcp.unknown_machines`` is ``allow`` or ``approve``
+  (under ``approve`` its boot script waits until the operator approves it: lifecycle.py).
 - **Current addresses** (:func:`current_addresses`): a node's static reservation, and the
   address of its bound lease while that lease holds (the two differ only for a node given a
   reservation by a reload while it still holds a pool lease). The first is *the* address the
@@ -30,8 +31,9 @@ from ipaddress import IPv4Address
 from ..model import ClusterModel
 from ..model.fields import canonical_mac, hostname_from_mac
 from ..model.types import Node, Role, UnknownMachines
-from .boot import BootSpec, boot_spec
+from .boot import BootAction, BootSpec, boot_spec
 from .leases import Lease, LeaseState, LeaseStore
+from .lifecycle import Lifecycle, MachineState
 
 __all__ = [
     "AddressSource",
@@ -52,7 +54,7 @@ class AddressSource(StrEnum):
 def is_served(model: ClusterModel, mac: str) -> bool:
     """The unknown-machine policy: listed machines are served; others when unknown machines
     are allowed (they install as workers named after their MAC)."""
-    return mac in model.nodes_by_mac or model.dhcp.unknown_machines is UnknownMachines.ALLOW
+    return mac in model.nodes_by_mac or model.dhcp.unknown_machines is not UnknownMachines.IGNORE
 
 
 def current_addresses(
@@ -85,6 +87,7 @@ class MachineView:
     addresses: tuple[tuple[IPv4Address, AddressSource], ...]  # now; see current_addresses
     lease: Lease | None  # a copy of its lease as recorded (any state), or None
     model: ClusterModel
+    state: MachineState | None = None  # its provisioning state (lifecycle.py); None: not served
 
     @property
     def ip(self) -> IPv4Address | None:
@@ -114,12 +117,15 @@ class MachineView:
                 return float("inf")
         return 0.0
 
-    def boot(self, server: str, token: str | None = None) -> BootSpec | None:
-        """What it boots from the server at ``server`` (a base URL), with the install token
-        issued for this boot if any; None when not served."""
+    def boot(
+        self, server: str, token: str | None = None, action: BootAction = BootAction.INSTALL
+    ) -> BootSpec | None:
+        """What it boots from the server at ``server`` (a base URL): ``action`` (as its state
+        decides, see machines/lifecycle.py), with the install token issued for this boot if
+        any; None when not served."""
         if not self.served:
             return None
-        return boot_spec(self.model, self.mac, self.hostname, server, token)
+        return boot_spec(self.model, self.mac, self.hostname, server, token, action)
 
 
 def machine_view(
@@ -128,6 +134,7 @@ def machine_view(
     lease: Lease | None = None,
     now: float | None = None,
     reservation_held_by: str | None = None,
+    state: MachineState | None = None,
 ) -> MachineView:
     """The view of machine ``mac`` (canonical) from the model, its lease (if any) and who holds
     its reserved address's lease (see :func:`current_addresses`)."""
@@ -153,6 +160,7 @@ def machine_view(
         addresses=addresses,
         lease=dataclasses.replace(lease) if lease is not None else None,
         model=model,
+        state=state,
     )
 
 
@@ -164,9 +172,11 @@ class Resolver:
         model: Callable[[], ClusterModel],
         leases: LeaseStore,
         clock: Callable[[], float] = time.time,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self._model = model
         self._leases = leases
+        self._lifecycle = lifecycle
         self._clock = clock
         self._indexed: ClusterModel | None = None
         self._mac_by_hostname: dict[str, str] = {}
@@ -191,7 +201,8 @@ class Resolver:
         if node is not None and node.ip is not None:
             holder = self._leases.holder(node.ip, now)
             held_by = holder if holder else None  # "" (quarantined) is nobody's
-        return machine_view(model, mac, self._leases.of(mac), now, held_by)
+        state = self._lifecycle.state(mac) if self._lifecycle is not None else None
+        return machine_view(model, mac, self._leases.of(mac), now, held_by, state)
 
     def at(self, address: str | IPv4Address, now: float | None = None) -> MachineView | None:
         """The machine whose current address ``address`` is; None when no machine's is."""

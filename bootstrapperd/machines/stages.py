@@ -99,6 +99,8 @@ def stage_of(event: Event) -> int | None:
         return _HTTP_STAGES.get(event.kind)
     if event.source == Source.INSTALL and event.kind == EventKind.INSTALLED:
         return INSTALLED
+    if event.kind == EventKind.LOCAL_BOOT:
+        return INSTALLED  # an installed machine's network boot, sent on to its disk
     return None
 
 

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS install_tokens (
     expires REAL NOT NULL,
     used TEXT NOT NULL       -- comma-separated uses made ("config", "csr:worker", ..., "ended")
 );
+CREATE TABLE IF NOT EXISTS machine_states (
+    mac TEXT PRIMARY KEY,
+    state TEXT NOT NULL,     -- machines/lifecycle.py MachineState (never "discovered")
+    since REAL NOT NULL,
+    why TEXT NOT NULL        -- what set it: "report installed", "reinstall by admin", ...
+);
 """
 
 Statement = tuple[str, Sequence[Any]]

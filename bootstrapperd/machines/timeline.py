@@ -216,6 +216,8 @@ class Timeline:
         self._since_prune = 0
         self.counters: Counter[str] = Counter()
         self.quiet = QuietLog(log, clock)
+        # Told of every event kept (machines/lifecycle.py follows install.sh's reports).
+        self.on_event: Callable[[str, EventKind], None] | None = None
         self._prune()
         self._load()
 
@@ -249,6 +251,8 @@ class Timeline:
             self._truncated(mac)
         self._keep(mac, event)
         self._db.insert("events", _COLUMNS, (mac, at, source, kind, event.detail_json))
+        if self.on_event is not None:
+            self.on_event(mac, kind)
         self._since_prune += 1
         if self._since_prune >= PRUNE_EVERY:
             self._prune()

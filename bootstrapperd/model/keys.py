@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
-from .types import DHCPMode, RegistryMode, UnknownMachines
+from .types import DHCPMode, InstallPolicy, RegistryMode, UnknownMachines
 
 Value = str | int | bool
 
@@ -138,7 +138,8 @@ TOP: tuple[Key, ...] = (
             Key("unknown_machines", Form.CHOICE, NEW, default=UnknownMachines.ALLOW.value,
                 choices=tuple(u.value for u in UnknownMachines),
                 doc="What DHCP does for a MAC that is not in `nodes`: `allow` (serve it; it "
-                    "installs as a worker) or `ignore`."),
+                    "installs as a worker), `approve` (it is `discovered` and waits in iPXE "
+                    "until `bootstrapperd approve MAC`, then installs as a worker) or `ignore`."),
             Key("router_advertisement", Form.BOOL_OR_BLOCK, NEW,
                 default_doc="enabled in mode `full`",
                 doc="IPv6 Router Advertisements on the serving interface, so that iPXE and Linux "
@@ -167,6 +168,12 @@ TOP: tuple[Key, ...] = (
     Key("http_port", Form.INTEGER, NEW, default=80, low=1, high=65535, section="network",
         doc="TCP port of the HTTP server. A digit string (`\"8080\"`) also works. `bootstrapperd "
             "serve --http-port` overrides it."),
+    Key("install_policy", Form.CHOICE, NEW, default=InstallPolicy.ONCE.value,
+        choices=tuple(p.value for p in InstallPolicy), section="network",
+        doc="What a machine that network-boots again after its install gets: `once` (the "
+            "default: an `installed` machine boots its own disk; `bootstrapperd reinstall MAC` "
+            "installs it again) or `always` (every network boot installs: Sextant's behaviour, "
+            "for disposable labs). See docs/lifecycle.md."),
     Key("kubernetes_version", Form.TEXT, NEW, default="v1.31.4", section="network",
         default_doc="tag of `images.hyperkube`, else `v1.31.4`",
         doc="The Kubernetes version the nodes run: kubelet (fetched from the bootstrapper's "

@@ -33,6 +33,7 @@ from .types import (
     DHCPConfig,
     DHCPMode,
     Downloads,
+    InstallPolicy,
     Node,
     OSConfig,
     PackSettings,
@@ -208,6 +209,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     dhcp = _dhcp(data, r)
     os_config = _os(data, r)
     http_port = _number(r, data, (), "http_port")
+    install_policy = InstallPolicy(_choice(r, data, (), "install_policy"))
 
     # ---- nodes -----------------------------------------------------------------------------------
     nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
@@ -279,6 +281,7 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
         dhcp=dhcp,
         os=os_config,
         http_port=http_port,
+        install_policy=install_policy,
         ssh_authorized_keys=tuple(keys),
         update_policy=update_policy,
         ceph=ceph_config,
@@ -445,7 +448,8 @@ def _warn_unknown_machines(r: Reader, mode: DHCPMode, *, written: bool) -> None:
         ("dhcp", "unknown_machines"),
         f"allow{'' if written else ' (the default)'}: {who} is installed and its disk wiped, "
         "a machine not in nodes as a worker; set dhcp.unknown_machines: ignore to install "
-        "only the machines in nodes",
+        "only the machines in nodes, or approve to install one only after "
+        "`bootstrapperd approve MAC`",
     )
 
 

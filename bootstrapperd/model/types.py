@@ -20,7 +20,13 @@ class DHCPMode(StrEnum):
 
 class UnknownMachines(StrEnum):
     ALLOW = "allow"
+    APPROVE = "approve"  # discovered: waits until the operator approves it
     IGNORE = "ignore"
+
+
+class InstallPolicy(StrEnum):
+    ONCE = "once"  # an installed machine that network-boots boots its own disk
+    ALWAYS = "always"  # every network boot installs (Sextant's behaviour; disposable labs)
 
 
 class Role(StrEnum):
@@ -198,6 +204,7 @@ class ClusterModel:
     dhcp: DHCPConfig
     os: OSConfig
     http_port: int
+    install_policy: InstallPolicy
     ssh_authorized_keys: tuple[str, ...]
     update_policy: UpdatePolicy
     ceph: CephConfig

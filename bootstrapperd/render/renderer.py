@@ -16,7 +16,7 @@ import yaml
 from ..bsroot.layout import Bsroot
 from ..bsroot.mirror import Mirror
 from ..bsroot.pki import NODE_CERTIFICATES, ClusterPKI
-from ..machines.boot import BootSpec, default_spec
+from ..machines.boot import WAIT_SECONDS, BootAction, BootSpec, default_spec
 from ..machines.resolver import machine_view
 from ..model import ClusterModel
 from ..routes import TFTP_STATIC_DIR, URLs
@@ -58,22 +58,34 @@ class Renderer:
     # --- boot scripts ---------------------------------------------------------------------------
 
     def ipxe(
-        self, model: ClusterModel, mac: str, server: str, token: str | None = None
+        self,
+        model: ClusterModel,
+        mac: str,
+        server: str,
+        token: str | None = None,
+        action: BootAction = BootAction.INSTALL,
     ) -> str | None:
-        """The machine's iPXE script, with its install ``token`` in the kernel arguments when
-        one was issued for this boot."""
-        spec = machine_view(model, mac).boot(server, token)
+        """The machine's iPXE script for ``action`` (its state decides: lifecycle.py), with its
+        install ``token`` in the kernel arguments when one was issued for this boot."""
+        spec = machine_view(model, mac).boot(server, token, action)
         if spec is None:
             return None
-        return self.templates.render("ipxe.j2", boot=spec, server=server, urls=URLs(server))
+        return self.templates.render(
+            "ipxe.j2", boot=spec, server=server, urls=URLs(server), wait_seconds=WAIT_SECONDS
+        )
 
     def chain(self, server: str) -> str:
         return self.templates.render("chain.ipxe.j2", server=server, urls=URLs(server))
 
     def pxelinux(
-        self, model: ClusterModel, mac: str, server: str, token: str | None = None
+        self,
+        model: ClusterModel,
+        mac: str,
+        server: str,
+        token: str | None = None,
+        action: BootAction = BootAction.INSTALL,
     ) -> str | None:
-        spec = machine_view(model, mac).boot(server, token)
+        spec = machine_view(model, mac).boot(server, token, action)
         if spec is None:
             return None
         about = f"{spec.hostname} ({spec.mac})"
@@ -230,6 +242,7 @@ class Renderer:
         *,
         secrets: bool = False,
         token: str | None = None,
+        action: BootAction = BootAction.INSTALL,
     ) -> Rendered | None:
         """What the server serves for ``kind`` to machine ``mac`` (canonical); None when the
         machine gets nothing (unknown, and unknown machines are ignored). ``secrets``: the
@@ -238,7 +251,7 @@ class Renderer:
         if kind is Kind.INSTALL:
             return Rendered(self.install_sh(model, server), "text/x-shellscript", False)
         if kind is Kind.IPXE:
-            text = self.ipxe(model, mac, server, token)
+            text = self.ipxe(model, mac, server, token, action)
             return Rendered(text, "text/plain", token is not None) if text is not None else None
         if kind is Kind.IGNITION:
             text = self.ignition(model, mac, server, secrets)

@@ -31,6 +31,7 @@ from protocols.tftp.session import Address
 
 from .. import routes
 from ..bsroot.layout import Bsroot, Refused, open_inside
+from ..machines.boot import BootAction
 from ..machines.resolver import is_served
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
@@ -61,6 +62,7 @@ class TFTPFiles:
         server: str,
         renderer: Renderer,
         issue_token: Callable[[str], str] | None = None,
+        boot_action: Callable[[str], BootAction | None] | None = None,
     ) -> None:
         self.bsroot = bsroot
         self._renderer = renderer
@@ -68,6 +70,7 @@ class TFTPFiles:
         self.server = server  # base URL of the HTTP server, for the scripts
         # A machine's boot script hands it a fresh install token (machines/tokens.py).
         self._issue_token = issue_token
+        self._boot_action = boot_action
 
     def __call__(self, request: Request, peer: Address) -> Opened | Refusal:
         name = request.filename
@@ -141,18 +144,29 @@ class TFTPFiles:
             mac = canonical_mac(name)
             if not mac:
                 return None
-            return self._renderer.ipxe(model, mac, self.server, self._token(model, mac))
+            action = self._action(mac)
+            token = self._token(model, mac, action)
+            return self._renderer.ipxe(model, mac, self.server, token, action)
         if lowered.startswith(routes.TFTP_PXELINUX_DIR):
             match = _PXELINUX_MAC.fullmatch(lowered.removeprefix(routes.TFTP_PXELINUX_DIR))
             mac = canonical_mac(match.group(1)) if match else None
             if not mac:
                 return None
-            return self._renderer.pxelinux(model, mac, self.server, self._token(model, mac))
+            action = self._action(mac)
+            token = self._token(model, mac, action)
+            return self._renderer.pxelinux(model, mac, self.server, token, action)
         return None
 
-    def _token(self, model: ClusterModel, mac: str) -> str | None:
-        """A fresh install token for a served machine's boot script (none for the others)."""
-        if self._issue_token is None or not is_served(model, mac):
+    def _action(self, mac: str) -> BootAction:
+        """What this boot gets (its state decides: machines/lifecycle.py); install without one."""
+        action = self._boot_action(mac) if self._boot_action is not None else None
+        return action or BootAction.INSTALL
+
+    def _token(self, model: ClusterModel, mac: str, action: BootAction) -> str | None:
+        """A fresh install token for a served machine's installing boot (none for the others)."""
+        if self._issue_token is None or action is not BootAction.INSTALL:
+            return None
+        if not is_served(model, mac):
             return None
         return self._issue_token(mac)
 

@@ -21,6 +21,7 @@ from protocols.tftp.endpoint import (
 )
 
 from ..bsroot.layout import Bsroot
+from ..machines.boot import BootAction
 from ..machines.events import EventKind, Source
 from ..machines.resolver import Resolver
 from ..machines.timeline import Timeline
@@ -56,6 +57,7 @@ class TFTPService:
         timeline: Timeline,
         renderer: Renderer,
         issue_token: Callable[[str], str] | None = None,
+        boot_action: Callable[[str], BootAction | None] | None = None,
     ) -> None:
         self.holder = holder
         self.interface = interface
@@ -64,7 +66,9 @@ class TFTPService:
         self.timeline = timeline
         self.counters: Counter[str] = Counter()
         server = base_url(address, http_port)
-        self.files = TFTPFiles(bsroot, lambda: holder.model, server, renderer, issue_token)
+        self.files = TFTPFiles(
+            bsroot, lambda: holder.model, server, renderer, issue_token, boot_action
+        )
         self._endpoint: TFTPEndpoint | None = None
 
     def start(self, port: int = SERVER_PORT) -> None:

@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "bootstrapperd.pack",
     ),
     ("bootstrapperd.daemon",),
-    ("bootstrapperd.preflight",),
+    ("bootstrapperd.preflight", "bootstrapperd.operator"),
     ("bootstrapperd.lab",),
     ("bootstrapperd.cli", "bootstrapperd.__main__"),
 )

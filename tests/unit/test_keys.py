@@ -37,6 +37,7 @@ dhcp:
   unknown_machines: allow
   router_advertisement: {enabled: y, prefix: "fd77::/64", interval: 600}
 http_port: 8080
+install_policy: always
 kubernetes_version: v1.31.4
 nameservers: [10.0.0.2]
 upstreamnameservers: [192.0.2.53]
@@ -337,6 +338,7 @@ DEFAULTS: dict[str, Callable[[ClusterModel], object]] = {
     "dhcp.router_advertisement.enabled": lambda m: m.dhcp.router_advertisement.enabled,
     "dhcp.router_advertisement.interval": lambda m: m.dhcp.router_advertisement.interval,
     "http_port": lambda m: m.http_port,
+    "install_policy": lambda m: m.install_policy,
     "kubernetes_version": lambda m: m.kubernetes_version,
     "domainname": lambda m: m.domain,
     "dockerdomain": lambda m: m.dockerdomain,

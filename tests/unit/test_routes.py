@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from bootstrapperd import routes
-from bootstrapperd.http.app import ROUTES, create_app
+from bootstrapperd.http.app import ADMIN_ROUTES, ROUTES, create_app
 from bootstrapperd.machines.events import REPORTS, EventKind, Source, mirror_kind
 from bootstrapperd.machines.stages import STAGES, progress_of
 from bootstrapperd.machines.timeline import Event
@@ -59,12 +59,20 @@ async def test_every_url_handed_out_is_answered_by_its_route(
 
 def test_the_route_table_is_the_vocabulary(app: web.Application) -> None:
     table = [(r.method, r.path, r.kwargs["name"]) for r in ROUTES if isinstance(r, web.RouteDef)]
-    vocabulary = [(route.method, route.pattern, route.name) for route in routes.ROUTES]
+    every = (*routes.ROUTES, *routes.ADMIN_ROUTES)  # the admin routes: each refused here
+    vocabulary = [(route.method, route.pattern, route.name) for route in every]
     assert table == vocabulary
     served = {route.name for route in app.router.routes() if route.method != "HEAD"}
-    assert served == {route.name for route in routes.ROUTES}
-    names = [route.name for route in routes.ROUTES]
+    assert served == {route.name for route in every}
+    names = [route.name for route in every]
     assert len(names) == len(set(names))
+
+
+def test_the_admin_app_serves_the_admin_routes_and_nothing_a_machine_fetches() -> None:
+    admin = {(r.method, r.path) for r in ADMIN_ROUTES if isinstance(r, web.RouteDef)}
+    assert {(r.method, r.pattern) for r in routes.ADMIN_ROUTES} <= admin
+    for route in (routes.IPXE_SCRIPT, routes.IGNITION, routes.REPORT, routes.CSR, routes.TLS):
+        assert (route.method, route.pattern) not in admin
 
 
 def test_a_route_fills_exactly_its_placeholders() -> None:
