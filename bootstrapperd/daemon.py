@@ -65,6 +65,7 @@ def _answers(path: Path) -> bool:
         probe.close()
     return True
 
+
 log = logging.getLogger("bootstrapperd")
 http_log = logging.getLogger("bootstrapperd.http")
 registry_log = logging.getLogger("bootstrapperd.registry")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from . import routes
 
 __all__ = ["AdminChannel", "AdminError", "format_table"]
 
-TIMEOUT = 30.0
+TIMEOUT = 120.0  # a power command over a rack streams its progress; each BMC has its own limit
 
 
 class AdminError(Exception):
@@ -46,12 +47,27 @@ class AdminChannel:
         self.path = path
         self.timeout = timeout
 
-    def request(self, method: str, path: str) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        on_line: Callable[[dict[str, Any]], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """One request; with ``on_line``, a 200 answer is read as JSON lines, each handed over
+        as it arrives (the power commands' progress)."""
         connection = _UnixConnection(self.path, self.timeout)
+        data = json.dumps(body).encode() if body is not None else b""
+        headers = {"Content-Length": str(len(data)), "Content-Type": "application/json"}
         try:
-            connection.request(method, path, headers={"Content-Length": "0"})
+            connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
-            return response.status, response.read()
+            if on_line is None or response.status != 200:
+                return response.status, response.read()
+            while line := response.readline():
+                if line.strip():
+                    on_line(json.loads(line))
+            return response.status, b""
         except FileNotFoundError:
             raise AdminError(
                 f"no admin channel at {self.path}: is bootstrapperd serving this bsroot?"
@@ -85,6 +101,25 @@ class AdminChannel:
             raise AdminError(f"{mac}: {text or status}")
         answer = json.loads(text)
         return answer if isinstance(answer, dict) else {}
+
+    def power(
+        self,
+        action: str,
+        macs: list[str],
+        on_line: Callable[[dict[str, Any]], None],
+        *,
+        every: bool = False,
+        stagger: float = 0.0,
+        concurrency: int = 8,
+    ) -> None:
+        """``action`` (on, off, cycle, status, pxe-once) on each machine's BMC, through the
+        daemon; each start and each result is handed to ``on_line`` as it happens."""
+        body: dict[str, Any] = {"stagger": stagger, "concurrency": concurrency}
+        body.update({"all": True} if every else {"macs": macs})
+        path = routes.ADMIN_POWER.path(action=action)
+        status, answer = self.request("POST", path, body, on_line)
+        if status != 200:
+            raise AdminError(f"power {action}: {answer.decode(errors='replace').strip()}")
 
 
 def _age(seconds: object) -> str:

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 __all__ = [
     "ADMIN_APPROVE",
     "ADMIN_MACHINES",
+    "ADMIN_POWER",
     "ADMIN_REINSTALL",
     "ADMIN_ROUTES",
     "API",
@@ -96,6 +97,7 @@ CSR = Route("csr", "POST", "/api/v1/nodes/{mac}/csr/{which}")
 ADMIN_MACHINES = Route("admin-machines", "GET", "/api/v1/admin/machines")
 ADMIN_REINSTALL = Route("admin-reinstall", "POST", "/api/v1/admin/machines/{mac}/reinstall")
 ADMIN_APPROVE = Route("admin-approve", "POST", "/api/v1/admin/machines/{mac}/approve")
+ADMIN_POWER = Route("admin-power", "POST", "/api/v1/admin/power/{action}")
 
 ROUTES = (
     STATUS,
@@ -117,7 +119,7 @@ ROUTES = (
     TLS,
     STATIC,
 )
-ADMIN_ROUTES = (ADMIN_MACHINES, ADMIN_REINSTALL, ADMIN_APPROVE)
+ADMIN_ROUTES = (ADMIN_MACHINES, ADMIN_REINSTALL, ADMIN_APPROVE, ADMIN_POWER)
 
 # Names the TFTP server generates (a file of the same name in tftpboot/ wins) and the
 # directory it serves the image mirror under.

@@ -17,7 +17,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # tests start their own isolated engine, never the system's). For the VM boot tests, the demo and
 # the boot benchmark: QEMU with its iPXE ROMs, OVMF (the UEFI run), cpio (the test initramfs),
 # ndisc6 (rdisc6, a real router-advertisement client). For the packaging test: python3-venv
-# (the image's venv) and systemd (systemd-analyze verify on the units).
+# (the image's venv) and systemd (systemd-analyze verify on the units). For the machines'
+# life after install: openipmi (ipmi_sim, a real BMC for a QEMU VM), and syslinux,
+# syslinux-common, mtools, dosfstools and fdisk (the lab's bootable install image, made
+# without root or mounts).
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
@@ -25,6 +28,7 @@ APT_PACKAGES=(
   openssl chromium nginx-light
   gpg gpgv ipxe docker-registry docker.io
   qemu-system-x86 ipxe-qemu ovmf cpio ndisc6 python3-venv systemd
+  openipmi syslinux syslinux-common mtools dosfstools fdisk
 )
 
 missing=()

@@ -13,7 +13,7 @@ from ..machines.events import Source
 from ..registry.service import absent_status
 from ..render import TemplateError
 from . import admin, machine, nodes
-from .context import CONTEXT, EVENT, HTTPContext
+from .context import ADMIN, CONTEXT, EVENT, HTTPContext
 from .files import ObservedFile
 from .metrics import metrics
 from .server import HANDLER_ARGS, ConnectionGuard, request_done
@@ -96,8 +96,7 @@ _OPERATOR = (
     routes.API_REGISTRY,
 )
 ADMIN_ROUTES = [
-    web.route(route.method, route.pattern, HANDLERS[route], name=route.name)
-    for route in _OPERATOR
+    web.route(route.method, route.pattern, HANDLERS[route], name=route.name) for route in _OPERATOR
 ] + [
     web.route(route.method, route.pattern, admin.ADMIN_HANDLERS[route], name=route.name)
     for route in routes.ADMIN_ROUTES
@@ -198,5 +197,6 @@ def create_admin_app(context: HTTPContext) -> web.Application:
     """The admin channel's application (served on the admin Unix socket only)."""
     app = web.Application(middlewares=[observe], handler_args=dict(HANDLER_ARGS))
     app[CONTEXT] = context
+    app[ADMIN] = True
     app.add_routes(ADMIN_ROUTES)
     return app

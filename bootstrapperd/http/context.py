@@ -20,7 +20,7 @@ from ..model.holder import ModelHolder
 from ..registry import RegistryService
 from ..render import Renderer
 
-__all__ = ["CONTEXT", "EVENT", "HTTPContext"]
+__all__ = ["ADMIN", "CONTEXT", "EVENT", "HTTPContext"]
 
 
 @dataclass
@@ -43,5 +43,7 @@ class HTTPContext:
 
 
 CONTEXT = web.AppKey("context", HTTPContext)
+# True in the application served on the admin socket (http/admin.py), absent elsewhere.
+ADMIN = web.AppKey("admin", bool)
 # The timeline event a view asks for: (EventKind, MAC or None for "the client's", detail).
 EVENT = web.RequestKey("event", tuple)

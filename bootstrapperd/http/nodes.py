@@ -17,7 +17,7 @@ from ..machines.events import REPORTS, EventKind, Source
 from ..machines.stages import STAGES
 from ..model import ClusterModel
 from ..model.fields import canonical_mac
-from .context import CONTEXT, HTTPContext
+from .context import ADMIN, CONTEXT, HTTPContext
 
 log = logging.getLogger("bootstrapperd.http")
 
@@ -149,6 +149,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "generated_at": time.time(),
+            "admin": request.app.get(ADMIN, False),  # the admin socket: actions are offered
             "cluster": {
                 "domain": model.domain,
                 "bootstrapper": str(model.bootstrapper),

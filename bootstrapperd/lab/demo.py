@@ -4,7 +4,10 @@ It checks the example, packs a bsroot from a local mirror of the lab's stand-in 
 :mod:`bootstrapperd.lab.vm`), builds a private network lab (the bootstrapper's namespace, and a
 bridge with one tap per machine in another; nothing touches the host's interfaces), starts
 ``bootstrapperd serve`` there, and PXE-boots three QEMU machines at once: the example's master
-(static address), a worker, and a MAC the example does not list. The machines' timelines (the
+(static address), a worker, and a MAC the example does not list. The master boots from the
+network first with its disk kept, as a server would: after its install it boots again, the daemon
+sends it to its own disk (``local-boot``), and the installed OS there reports itself (about
+20 s more under TCG, while the others finish). The machines' timelines (the
 daemon's events, what each console says, QEMU's start and exit) are printed merged in time
 order, on one clock shared with the result lines (seconds from the demo's start); the status
 page is reachable on this machine's loopback until the daemon stops. Everything is removed at
@@ -32,6 +35,7 @@ from ..model import ConfigError, load_cluster_file
 from ..model.summary import render_summary
 from ..runtime.resources import example_cluster
 from .netlab import LabError, NetLab, unavailable_reason
+from .vm.initramfs import INSTALLED_MARK
 from .vm.kernel import KernelError
 from .vm.lab import BootLab, Machine, Packed, pack_bsroot
 from .vm.qemu import MachineSpec, accel_verdict, missing_tools
@@ -42,6 +46,11 @@ DOCKER_HOST = "unix:///nonexistent/bootstrapperd-demo.sock"  # never this machin
 CLONE_NEWNET = 0x40000000
 PACK_HEAD = 3  # pack's first lines shown (what it wrote first and copied)
 PACK_TAIL = 2  # and its last (the last fetch and the manifest)
+# What a boot script that does not install tells the machine (the daemon's timeline kinds).
+BOOT_ACTIONS = {
+    "local-boot": "installed: its boot script boots its own disk",
+    "waiting": "its boot script waits for approval and asks again",
+}
 
 
 def say(text: str = "") -> None:
@@ -145,6 +154,7 @@ class Narrator:
         self.printed = clock.origin
         self.last_read: dict[str, float] = {}  # each machine's last read of its console
         self.booted: dict[str, float] = {}  # when each guest's kernel started, at the latest
+        self.boots: dict[str, int] = {}  # boots seen on each console
 
     def add(self, at: float, machine: Machine, text: str) -> None:
         self.pending.append(_Entry(at, next(self.arrivals), machine.name, text))
@@ -161,9 +171,15 @@ class Narrator:
             for event in events[self.seen_events[machine.mac] :]:
                 self.add(event["at"], machine, _describe_event(event))
             self.seen_events[machine.mac] = len(events)
-            if machine.started and (machine.mac, "start") not in self.announced:
-                self.announced.add((machine.mac, "start"))
-                self.add(machine.started, machine, f"QEMU started ({machine.accel.upper()})")
+            starts = machine.starts() or ([machine.started] if machine.started else [])
+            for number, at in enumerate(starts):
+                if (machine.mac, f"start {number}") not in self.announced:
+                    self.announced.add((machine.mac, f"start {number}"))
+                    self.add(at, machine, f"QEMU started ({machine.accel.upper()})")
+            for number, at in enumerate(machine.stops[: len(starts) - 1]):
+                if (machine.mac, f"stop {number}") not in self.announced:  # and started again
+                    self.announced.add((machine.mac, f"stop {number}"))
+                    self.add(at, machine, "QEMU exited (powered off); the lab powers it on again")
             ended = machine.ended
             before = self.clock.now()
             marks = machine.marks()
@@ -182,31 +198,46 @@ class Narrator:
         """Console lines first seen by the read that ended at ``read``: each was written after
         the previous read began and before this one ended, in the console's order. Within
         that, the guest's uptime places a line (the guest booted no later than any line's read
-        time minus its uptime); a line without one (flatcar-install's) is placed with the next
-        line that has one."""
+        time minus its uptime; a boot's first line starts the count again); a line without one
+        (flatcar-install's) is placed with the next line that has one."""
         after = self.last_read.get(machine.mac, machine.started)
-        lines: list[tuple[str, float]] = []
+        lines: list[tuple[str, float, int, int]] = []  # text, uptime, batch's boot, boot
+        boots = [self.booted.get(machine.mac, math.inf)]
         for mark in marks:
             text, _, uptime = mark.rpartition(" uptime=")
             try:
                 up = float(uptime)
             except ValueError:
                 text, up = mark, math.nan
+            if _boot_starts(text):
+                if self.boots.get(machine.mac, 0) > 0:
+                    boots.append(math.inf)  # a new boot: its uptime counts from 0 again
+                self.boots[machine.mac] = self.boots.get(machine.mac, 0) + 1
             if math.isfinite(up):
-                booted = self.booted.get(machine.mac, math.inf)
-                self.booted[machine.mac] = min(booted, read - up)
-            lines.append((text, up))
-        booted = self.booted.get(machine.mac, math.inf)
+                boots[-1] = min(boots[-1], read - up)
+            number = max(self.boots.get(machine.mac, 0) - 1, 0)  # of the console's boots
+            lines.append((text, up, len(boots) - 1, number))
+        self.booted[machine.mac] = boots[-1]
         times: list[float] = []
         later = read  # backwards: the place of the next line with an uptime
-        for _, up in reversed(lines):
-            at = booted + up
-            later = min(max(at, after), read) if math.isfinite(at) else later
+        for _, up, boot, number in reversed(lines):
+            at = boots[boot] + up
+            latest = min(read, self._stopped(machine, number))
+            later = min(max(at, after), latest) if math.isfinite(at) else min(later, latest)
             times.append(later)
         at = after
-        for (text, _), placed in zip(lines, reversed(times), strict=True):
+        for (text, *_), placed in zip(lines, reversed(times), strict=True):
             at = max(at, placed)  # in the console's order
             self.add(at, machine, f"console: {_unrepeat(text)}")
+
+    def _stopped(self, machine: Machine, boot: int) -> float:
+        """When the console's ``boot`` (from 0) ended at the latest: the QEMU exit after it,
+        when every boot had a QEMU start of its own (the lab powered the machine on again);
+        else (a reboot inside QEMU, or still running) no limit."""
+        starts = machine.starts()
+        if boot < len(machine.stops) and self.boots.get(machine.mac, 0) <= len(starts):
+            return machine.stops[boot]
+        return math.inf
 
     def finish(self) -> None:
         """The last tick, after every machine has ended: print everything still held."""
@@ -242,6 +273,11 @@ def _unrepeat(text: str) -> str:
     return " ".join(words)
 
 
+def _boot_starts(text: str) -> bool:
+    """A boot's first console line: the live OS's, or the installed OS's."""
+    return text == "initramfs" or text.startswith(INSTALLED_MARK)
+
+
 def is_field(word: str) -> bool:
     return any(c.isdigit() or c in ".:/=" for c in word)
 
@@ -255,6 +291,8 @@ def _describe_event(event: dict[str, Any]) -> str:
         return text
     if source == "tftp":
         return f"TFTP {kind} {event.get('file', '')} ({event.get('size', '?')} bytes)"
+    if kind in BOOT_ACTIONS:
+        return f"{source.upper()} {kind}: {BOOT_ACTIONS[kind]}"
     if source == "http":
         return f"HTTP {kind} {event.get('path', '')} -> {event.get('status', '')}"
     message = _unrepeat(str(event.get("message", "")))
@@ -266,8 +304,9 @@ def _specs(example: Path) -> list[MachineSpec]:
     specs = []
     masters = [n for n in model.nodes if n.kube_master]
     workers = [n for n in model.nodes if not n.kube_master]
-    for node in (masters[:1] + workers[:1]) or model.nodes[:2]:
-        specs.append(MachineSpec(node.hostname, node.mac))
+    for number, node in enumerate((masters[:1] + workers[:1]) or model.nodes[:2]):
+        # The first boots again after its install, from the network first, its disk kept.
+        specs.append(MachineSpec(node.hostname, node.mac, reboots=number == 0))
     if model.node(STRANGER_MAC) is None:
         specs.append(MachineSpec("unlisted", STRANGER_MAC))
     return specs
@@ -403,4 +442,26 @@ def _summary(
             f"disk {'holds the image' if has_image else 'WITHOUT the image'}; QEMU started "
             f"{clock.show(machine.started)}, config fetched {config}, {off} {end}"
         )
+        if machine.spec.reboots:
+            ok = _second_boot(machine, node, width, clock) and ok
     return ok
+
+
+def _second_boot(machine: Machine, node: dict[str, Any], width: int, clock: Clock) -> bool:
+    """The result line of a machine that boots again after its install: sent to its disk,
+    and the installed OS's report. True when both happened."""
+    timeline = node.get("timeline", [])
+    local = [e["at"] for e in timeline if e["kind"] == "local-boot"]
+    reports = [
+        e
+        for e in timeline
+        if e["kind"] == "note" and str(e.get("message", "")).startswith(INSTALLED_MARK)
+    ]
+    if not local or not reports or machine.outcomes()[-1:] != ["installed-os"]:
+        say(f"   {'':<{width}}  next boot: its disk did NOT boot and report")
+        return False
+    say(
+        f"   {'':<{width}}  next boot: local-boot {clock.show(local[0])}, the disk's OS "
+        f"reported {clock.show(reports[-1]['at'])}: {reports[-1]['message']}"
+    )
+    return True

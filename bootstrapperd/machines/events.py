@@ -60,6 +60,7 @@ class EventKind(StrEnum):
     LOCAL_BOOT = "local-boot"  # told to boot its own disk
     WAITING = "waiting"  # discovered: told to ask again until approved
     STATE = "state"  # the operator changed its state (reinstall, approve)
+    POWER = "power"  # a power command through its BMC, and how it went
 
 
 # Kinds that say the step failed.

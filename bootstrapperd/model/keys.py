@@ -310,6 +310,30 @@ TOP: tuple[Key, ...] = (
                 default_doc="flannel's choice",
                 doc="Network interface flannel uses on this node, e.g. `eth1`. Blank means the "
                     "default."),
+            Key("bmc", Form.BLOCK, NEW,
+                doc="The machine's BMC, for `bootstrapperd power` and `reinstall --power-cycle` "
+                    "(docs/lifecycle.md, docs/power.md). The password is never in the "
+                    "description: `password_file` names a file the daemon's user can read.",
+                keys=(
+                    Key("address", Form.TEXT, NEW, required=True, type_doc="host or IP",
+                        doc="The BMC's address (on the management network)."),
+                    Key("protocol", Form.CHOICE, NEW, default="ipmi",
+                        choices=("ipmi", "redfish"),
+                        doc="`ipmi` (IPMI 2.0 over LAN, RMCP+) or `redfish` (HTTPS)."),
+                    Key("port", Form.INTEGER, NEW, low=1, high=65535,
+                        default_doc="623 (ipmi), 443 (redfish)",
+                        doc="The BMC's port."),
+                    Key("username", Form.TEXT, NEW, required=True,
+                        doc="The BMC user."),
+                    Key("password_file", Form.TEXT, NEW, required=True, type_doc="path",
+                        doc="A file holding the BMC user's password (its first line), readable "
+                            "by the daemon's user; relative to the description's directory."),
+                    Key("insecure", Form.BOOL, NEW, default=False,
+                        doc="Redfish: accept the BMC's TLS certificate unverified."),
+                    Key("ca_file", Form.TEXT, NEW, type_doc="path",
+                        doc="Redfish: the CA that signed the BMC's certificate."),
+                ),
+            ),
         ),
     ),
     # ---- Sextant's pack-side keys: loaded into the model, unused ---------------------------------

@@ -28,6 +28,7 @@ from .fields import (
 from .reader import Reader, type_name
 from .types import (
     AddressPool,
+    BMCConfig,
     CephConfig,
     ClusterModel,
     DHCPConfig,
@@ -212,7 +213,8 @@ def _build(data: dict[str, Any], r: Reader, source: str) -> ClusterModel | None:
     install_policy = InstallPolicy(_choice(r, data, (), "install_policy"))
 
     # ---- nodes -----------------------------------------------------------------------------------
-    nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers)
+    base = FilePath(source).parent if not source.startswith("<") else FilePath()
+    nodes = _nodes(data, r, domain, network, broadcast, bootstrapper, routers, base)
 
     images = _images(data, r)
     kubernetes_version, kubernetes_version_source = _kubernetes_version(data, r, images)
@@ -796,6 +798,7 @@ def _nodes(
     broadcast: IPv4Address | None,
     bootstrapper: IPv4Address | None,
     routers: list[IPv4Address],
+    base: FilePath,
 ) -> list[Node]:
     if data.get("nodes") is None:
         r.error(("nodes",), "required key is missing (the cluster's machines)")
@@ -847,9 +850,40 @@ def _nodes(
                 ingress_label=ingress,
                 flannel_iface=iface.strip() if iface and iface.strip() else None,
                 ip=ip,
+                bmc=_bmc(raw, r, path, base) if raw.get("bmc") is not None else None,
             )
         )
     return nodes
+
+
+def _bmc(raw: dict[str, Any], r: Reader, node: Path, base: FilePath) -> BMCConfig | None:
+    """``nodes[i].bmc``; None (with the errors said) when it cannot be used."""
+    path: Path = (*node, "bmc")
+    block = r.mapping(raw, node, "bmc")
+    _known_keys(r, block, path)
+    fields = {}
+    for key in ("address", "username", "password_file"):
+        value = r.string(block, path, key)
+        if value is None or not value.strip():
+            r.error((*path, key), "required key is missing")
+        fields[key] = (value or "").strip()
+    protocol = _choice(r, block, path, "protocol")
+    port = r.integer(block, path, "port", 0, 1, 65535) or None
+    ca = r.string(block, path, "ca_file")
+    if ca is not None and protocol != "redfish":
+        r.warn((*path, "ca_file"), "only Redfish uses it (protocol is ipmi)")
+    if not all(fields.values()):
+        return None
+    password_file = base / fields["password_file"]
+    return BMCConfig(
+        address=fields["address"],
+        protocol=protocol,
+        port=port,
+        username=fields["username"],
+        password_file=password_file,
+        insecure=_flag(r, block, path, "insecure"),
+        ca_file=base / ca if ca else None,
+    )
 
 
 def _hostname(raw: dict[str, Any], r: Reader, path: Path, mac: str | None) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from pathlib import Path
 
 from .errors import Problem
 from .fields import canonical_mac, hostname_from_mac
@@ -38,6 +39,20 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True)
+class BMCConfig:
+    """A node's BMC (``nodes[].bmc``): where it is and how to log in; the password stays in
+    ``password_file``, read only when a command is sent."""
+
+    address: str
+    protocol: str  # "ipmi" or "redfish"
+    port: int | None
+    username: str
+    password_file: Path
+    insecure: bool
+    ca_file: Path | None
+
+
+@dataclass(frozen=True)
 class Node:
     index: int
     mac: str  # canonical: lowercase, colon-separated
@@ -49,6 +64,7 @@ class Node:
     ingress_label: bool
     flannel_iface: str | None
     ip: IPv4Address | None  # static DHCP reservation; None = from the pool
+    bmc: BMCConfig | None = None
 
     @property
     def roles(self) -> tuple[Role, ...]:

@@ -100,7 +100,7 @@ def test_port_taken_fails_fast(pair: tuple[Namespace, Namespace], bsroot: Path) 
     first = DaemonProcess(srv, bsroot)
     _model(cli)
     second = DaemonProcess(srv, bsroot, log=bsroot.parent / "second.log")
-    assert second.wait(timeout=10) == 1
+    assert second.wait(timeout=60) == 1  # a bound for a loaded machine, not a timing claim
     assert "cannot start: dhcp: cannot listen on bs0:67: address already in use" in (second.output)
     assert _model(cli)["generation"] == 1  # the first one is unaffected
     first.proc.send_signal(signal.SIGTERM)

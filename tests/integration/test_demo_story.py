@@ -22,7 +22,7 @@ import pytest
 
 from bootstrapperd.lab.demo import Clock, Narrator, _unrepeat, is_field, pack_excerpt
 from bootstrapperd.lab.netlab import LabError
-from bootstrapperd.lab.vm.initramfs import MARK
+from bootstrapperd.lab.vm.initramfs import INSTALLED_MARK, MARK
 from bootstrapperd.lab.vm.lab import Machine, console_script
 from bootstrapperd.lab.vm.qemu import ACCEL_ENV, MachineSpec
 from tests.conftest import need_vm_lab
@@ -31,6 +31,10 @@ TIMELINE = re.compile(r"^  +\+(\d+\.\d) s  (\S+) +(.*)$")
 RESULT = re.compile(
     r"^   (\S+) +\S+ +stage (\S+), disk (.*); QEMU started \+(\d+\.\d) s, "
     r"config fetched \+(\d+\.\d) s, powered off \+(\d+\.\d) s$"
+)
+SECOND_BOOT = re.compile(
+    rf"^ +next boot: local-boot \+(\d+\.\d) s, the disk's OS reported \+(\d+\.\d) s: "
+    rf"{INSTALLED_MARK} version=\S+ config=ignition$"
 )
 DEMO_TIMEOUT = 900.0
 
@@ -176,6 +180,42 @@ def test_console_lines_are_placed_by_the_guests_uptime(
     ]
 
 
+def test_a_second_boot_counts_its_uptime_from_its_own_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine that powers off after its install and is started again: both QEMU starts,
+    the stop between them, and the second boot's lines placed by its own uptime."""
+    clock, daemon = ScriptedClock(), ScriptedDaemon()
+    a = _machine(tmp_path, "a", "52:54:00:00:00:0a")
+    a.lab_starts = [101.0]
+    narrator = Narrator(daemon, [a], clock)  # type: ignore[arg-type]
+    _console(a, "initramfs", uptime=1.0)  # at 102
+    clock.at = 102.0
+    narrator.tick()  # the guest booted at 101 at the latest
+    _console(a, "end installed", uptime=3.0)  # at 104
+    a.stops.append(104.5)  # read only after QEMU's exit: shown no later than that
+    a.lab_starts.append(106.0)
+    clock.at = 106.5
+    narrator.tick()
+    _console(a, f"{INSTALLED_MARK} version=1", uptime=1.0)  # at 107: a new uptime count
+    _console(a, "end installed-os", uptime=2.0)  # at 108
+    clock.at = 108.0
+    narrator.tick()
+    a.ended = 109.0
+    narrator.finish()
+    lines = [(at, text) for at, _, text in _timeline(capsys.readouterr().out)]
+    assert lines == [
+        (1.0, "QEMU started (TCG)"),
+        (2.0, "console: initramfs"),
+        (4.0, "console: end installed"),
+        (4.5, "QEMU exited (powered off); the lab powers it on again"),
+        (6.0, "QEMU started (TCG)"),
+        (7.0, f"console: {INSTALLED_MARK} version=1"),
+        (8.0, "console: end installed-os"),
+        (9.0, "QEMU exited (powered off)"),
+    ]
+
+
 def test_narrator_never_prints_a_time_backwards(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -291,6 +331,23 @@ def check_story(out: list[str]) -> None:
         assert mine[-1] == (f"+{result[6]} s", "QEMU exited (powered off)"), explain
         console = [text for _, text in mine if text.startswith("console: ")]
         assert console[0] == "console: initramfs", explain  # the console's order is kept
-        assert console[-1] == "console: end installed", explain
+        assert "console: end installed" in console, explain
         assert result[2] == "installed", explain
+    # The master boots again after its install: sent to its disk, whose OS reports itself.
+    master = [(at, text) for at, who, text in timeline if who == results[0][1]]
+    texts = [text for _, text in master]
+    assert texts.count("console: end installed") == 1, explain
+    installed = texts.index("console: end installed")
+    local = next(i for i, t in enumerate(texts) if t.startswith("HTTP local-boot: "))
+    report = next(i for i, t in enumerate(texts) if t.startswith(f"install note: {INSTALLED_MARK}"))
+    assert installed < local < report, explain
+    assert [t for t in texts if t.startswith("console: ")][-1] == "console: end installed-os"
+    for other in results[1:]:
+        console = [text for at, who, text in timeline if who == other[1] and "console: " in text]
+        assert console[-1] == "console: end installed", explain
+    second = next(i for i, line in enumerate(out) if RESULT.match(line.rstrip("\n"))) + 1
+    found = SECOND_BOOT.match(out[second].rstrip("\n"))
+    assert found, explain
+    assert f"+{found[1]} s" == f"+{master[local][0]:.1f} s", explain
+    assert f"+{found[2]} s" == f"+{master[report][0]:.1f} s", explain
     assert out[-1].startswith("== done: "), explain

@@ -5,13 +5,20 @@ after a restart; the operator's commands (``bootstrapperd machines``, ``reinstal
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bootstrapperd import routes
 from bootstrapperd.lab.netlab import NetLab
-from tests.conftest import need_tools
+from tests.browser import need_chromium
+from tests.conftest import REPO, need_tools
 from tests.daemon_proc import bootstrapperd_command
 from tests.integration.dhcp_lab import DHCPLab, events
 from tests.integration.test_install_enroll import BASE, MASTER, boot_script_token, install
@@ -36,6 +43,57 @@ def admin(bsroot: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
     )
+
+
+def subprocess_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
+
+
+def page_probe(run: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
+    need_chromium()
+    probe = run(
+        [sys.executable, "-m", "tests.integration.admin_probe", *args], timeout=120, cwd=REPO
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    return json.loads(probe.stdout)
+
+
+@contextlib.contextmanager
+def unix_forward(path: Path) -> Iterator[int]:
+    """127.0.0.1:<port> → the Unix socket at ``path``, one thread per connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    opened: list[socket.socket] = []
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened.extend((client, upstream))
+            upstream.connect(str(path))
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+        thread.join(5)
+        for sock in opened:
+            sock.close()
 
 
 def test_an_installed_machine_boots_its_disk_until_the_operator_reinstalls_it(
@@ -82,6 +140,26 @@ def test_an_installed_machine_boots_its_disk_until_the_operator_reinstalls_it(
     assert row.split()[1:5] == ["master1", "master,etcd", "10.77.0.10", "installed"]
     listed = json.loads(admin(bsroot, "machines", "--json").stdout)
     assert {m["mac"]: m["state"] for m in listed}[MASTER] == "installed"
+
+    # The status page offers the actions over the admin socket only (a browser reaches it
+    # through a loopback forward, as `ssh -L` would), and they work.
+    cluster_view = page_probe(lab.cli.run, f"{BASE}/", MASTER)
+    assert cluster_view["actions"] == []
+    assert cluster_view["state"] == "installed"
+    with unix_forward(bsroot / "state" / "admin.sock") as port:
+        admin_view = page_probe(subprocess_run, f"http://127.0.0.1:{port}/", MASTER)
+        assert admin_view["actions"] == ["reinstall"]
+        clicked = page_probe(
+            subprocess_run, f"http://127.0.0.1:{port}/", MASTER, "--click", "reinstall", "ready"
+        )
+    assert clicked["state"] == "ready"
+    assert clicked["errors"] == admin_view["errors"] == cluster_view["errors"] == []
+    lab.cli.run(
+        ["curl", "-fsS", "-X", "POST", "--data-urlencode", "event=installed",
+         f"{BASE}/api/v1/nodes/{MASTER}/report"],
+        check=True,
+    )  # fmt: skip
+    assert json.loads(curl(lab, f"{BASE}/api/v1/nodes/{MASTER}"))["state"] == "installed"
 
     # A restart keeps the state.
     lab.lab.stop(daemon.proc)

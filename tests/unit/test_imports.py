@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "bootstrapperd.registry",
         "bootstrapperd.http",
         "bootstrapperd.pack",
+        "bootstrapperd.power",
     ),
     ("bootstrapperd.daemon",),
     ("bootstrapperd.preflight", "bootstrapperd.operator"),

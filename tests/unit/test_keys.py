@@ -67,6 +67,14 @@ nodes:
     ingress_label: y
     ingresslabel: y
     flannel_iface: eth1
+    bmc:
+      address: 10.1.0.10
+      protocol: redfish
+      port: 8443
+      username: admin
+      password_file: bmc/master1.password
+      insecure: n
+      ca_file: bmc/ca.pem
 os_name: CoreOS
 centos_version: "7.2.1511"
 mirror_site: http://mirror.example/centos
@@ -238,8 +246,14 @@ def _mapping_paths() -> list[tuple[str, Any]]:
         if key.form is Form.BLOCK_LIST:
             out.append((f"{path}[]", (*path.split("."), 0)))
         elif key.keys:
-            out.append((path, tuple(path.split("."))))
+            place = tuple(p for part in path.split(".") for p in _index(part))
+            out.append((path, place))
     return out
+
+
+def _index(part: str) -> tuple[Any, ...]:
+    """``nodes[]`` → (``nodes``, 0): a block inside a list item is the first item's."""
+    return (part[:-2], 0) if part.endswith("[]") else (part,)
 
 
 MAPPINGS = _mapping_paths()
@@ -361,6 +375,8 @@ DEFAULTS: dict[str, Callable[[ClusterModel], object]] = {
     "nodes[].ceph_monitor": lambda m: m.nodes[0].ceph_monitor,
     "nodes[].ingress_label": lambda m: m.nodes[0].ingress_label,
     "nodes[].ingresslabel": lambda m: m.nodes[0].ingress_label,
+    "nodes[].bmc.protocol": lambda m: "ipmi",  # only a node with a bmc block has it
+    "nodes[].bmc.insecure": lambda m: False,
     "download_kernel": lambda m: m.pack.download_kernel,
     "set_gpu": lambda m: m.pack.set_gpu,
     "downloads.kubernetes": lambda m: m.downloads.kubernetes,

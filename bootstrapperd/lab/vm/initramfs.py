@@ -1,15 +1,23 @@
-"""The lab's stand-in OS: a busybox initramfs that does, in seconds, what Flatcar's PXE live
-system does in the real boot path.
+"""The lab's stand-in OS: busybox initramfs images that do, in seconds, what Flatcar does in the
+real boot path: the live system that installs, and the system installed on the disk.
 
-Its ``/init`` loads the virtio modules, gets a DHCP lease, resolves its own name and the names
-it is told to through the DNS server DHCP gave it, reports what it found to the bootstrapper,
-then downloads and runs the ``install.sh`` the bootstrapper serves (the server is taken from the
-``ignition.config.url=`` or ``cloud-config-url=`` kernel argument, as the real OS would). The
-``flatcar-install`` it provides takes Flatcar's options, downloads
-``<-b>/<-V>/flatcar_production_image.bin.bz2``, writes it to the disk (``-d``) and writes the
-config (``-i``/``-c``) at :data:`CONFIG_OFFSET` of the disk behind a one-line header (Flatcar
-puts it into the OEM partition; the stand-in image has none). Signatures of the image are not
-checked inside the VM: pack checked them on the way into bsroot.
+The live system's ``/init`` loads the virtio modules, gets a DHCP lease, resolves its own name and
+the names it is told to through the DNS server DHCP gave it, reports what it found to the
+bootstrapper, then downloads and runs the ``install.sh`` the bootstrapper serves (the server is
+taken from the ``ignition.config.url=`` or ``cloud-config-url=`` kernel argument, as the real OS
+would). The ``flatcar-install`` it provides takes Flatcar's options, downloads
+``<-b>/<-V>/flatcar_production_image.bin.bz2`` (a bootable disk: see release.py), writes it to
+the disk (``-d``) and writes the config (``-i``/``-c``) at :data:`CONFIG_OFFSET` of the disk,
+past the end of the image, behind a one-line header (Flatcar puts it into the OEM partition;
+the stand-in image has none). Signatures of the image are not checked inside the VM: pack
+checked them on the way into bsroot.
+
+The installed system (the initramfs syslinux boots from the image) gets a DHCP lease the same
+way, says which release it is and which config it finds on its disk, and reports that to the
+bootstrapper with ``event=note``. There is no kernel command line from the bootstrapper on a
+boot from the disk, and the image is the same for every machine, so the server is the DHCP
+server that gave the lease (option 54, the server identifier), on HTTP's port 80: bootstrapperd
+answers DHCP from the address it serves HTTP on.
 
 Every step prints a line starting with :data:`MARK` on the serial console; the machine powers
 off at the end, success or not.
@@ -26,9 +34,12 @@ from pathlib import Path
 from .kernel import Kernel
 
 MARK = "LAB"
-CONFIG_OFFSET = 8 << 20  # where the stand-in flatcar-install writes the machine's config
+# Where the stand-in flatcar-install writes the machine's config: past the end of the install
+# image (about 11 MiB: the kernel, the installed OS's initramfs, syslinux), which must end there.
+CONFIG_OFFSET = 32 << 20
 CONFIG_HEADER = b"BOOTSTRAPPERD-LAB-CONFIG"
-DISK_SIZE = 16 << 20
+DISK_SIZE = 40 << 20  # a sparse file: the image, the config, and room
+INSTALLED_MARK = "installed-os booted from disk"  # the installed OS's first console line
 BUSYBOX = Path("/bin/busybox")  # busybox-static
 # install.sh makes the machine's keys and certificate requests with openssl (Flatcar's live
 # system has it): the host's binary and the shared libraries it needs go in as they are.
@@ -47,22 +58,25 @@ case "$1" in
     {
       echo "ip=$ip"; echo "hostname=${hostname:-}"; echo "domain=${domain:-}"
       echo "dns='${dns:-}'"; echo "router='${router:-}'"; echo "lease=${lease:-}"
+      echo "serverid=${serverid:-}"
     } >/run/lease.env ;;
   deconfig) ip addr flush dev "$interface" scope global ;;
 esac
 exit 0
 """
 
-INIT = """#!/bin/busybox sh
-# bootstrapperd lab: the stand-in live OS (see bootstrapperd/lab/vm/initramfs.py).
+PROLOGUE = """#!/bin/busybox sh
+# bootstrapperd lab: the stand-in @WHICH@ (see bootstrapperd/lab/vm/initramfs.py).
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mkdir -p /run /tmp
 say() { echo "@MARK@ $* uptime=$(cut -d' ' -f1 /proc/uptime)"; }
 finish() { say "end $1"; sync; poweroff -f; sleep 5; }
-say "initramfs"
-for module in $(cat /etc/lab/modules); do
+"""
+
+# The network, as both systems bring it up: the modules, the first interface, a DHCP lease.
+NETWORK = """for module in $(cat /etc/lab/modules); do
   insmod "/lib/modules/$module" || say "insmod $module failed"
 done
 ip link set lo up
@@ -79,7 +93,13 @@ udhcpc -i "$IF" -f -q -n -t 10 -T 2 -s /etc/udhcpc/default.script \\
   || finish "no-dhcp-lease"
 . /run/lease.env
 say "lease ip=$ip hostname=$hostname domain=$domain dns=$dns mac=$MAC"
+"""
 
+INIT = (
+    PROLOGUE.replace("@WHICH@", "live OS")
+    + 'say "initramfs"\n'
+    + NETWORK
+    + """
 SERVER=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -103,14 +123,40 @@ wget -q -O /dev/null --post-data "event=note&message=resolved$resolved" \\
 wget -q -O /tmp/install.sh "$SERVER/install.sh" || finish "install.sh-download-failed"
 say "install.sh"
 if DISK=/dev/vda NOREBOOT=1 sh /tmp/install.sh; then
-  finish "installed"
+  # As install.sh would: reboot into the installed system. QEMU run with -no-reboot (every
+  # lab machine but those that reboot) quits instead, as at a power-off.
+  say "end installed"; sync; reboot -f; sleep 5
 fi
 finish "install-failed"
 """
+)
+
+INSTALLED_INIT = (
+    PROLOGUE.replace("@WHICH@", "installed OS, booted from the disk")
+    + """VERSION=$(cat /etc/lab/version)
+say "@INSTALLED@ version=$VERSION"
+"""
+    + NETWORK
+    + """
+# What flatcar-install left past the image: "@HEADER@ <kind> <size>".
+CONFIG=$(dd if=/dev/vda bs=1048576 skip=@OFFSET_MIB@ count=1 2>/dev/null | head -n 1 \\
+  | awk '$1 == "@HEADER@" { print $2 }')
+say "config ${CONFIG:-none}"
+# No kernel command line from the bootstrapper on a boot from the disk: the DHCP server is it.
+[ -n "$serverid" ] || finish "no-dhcp-server-identifier"
+SERVER="http://$serverid"
+say "server $SERVER"
+message=$(echo "@INSTALLED@ version=$VERSION config=${CONFIG:-none}" | sed 's/ /+/g; s/=/%3D/g')
+wget -q -O /dev/null --post-data "event=note&message=$message" \\
+  "$SERVER/api/v1/nodes/$MAC/report" || finish "report-failed"
+say "reported"
+finish "installed-os"
+"""
+)
 
 FLATCAR_INSTALL = """#!/bin/sh
 # Stand-in for Flatcar's flatcar-install (same options): writes the release's image onto the
-# disk and the machine's config at a fixed offset after it (see bootstrapperd/lab/vm/initramfs.py).
+# disk and the machine's config at a fixed offset past it (see bootstrapperd/lab/vm/initramfs.py).
 set -eu
 DISK=""; CHANNEL=""; VERSION=""; BASE=""; CONFIG=""; KIND=""
 while getopts "d:C:V:b:i:c:" opt; do
@@ -125,7 +171,15 @@ done
 url="$BASE/$VERSION/flatcar_production_image.bin.bz2"
 echo "@MARK@ flatcar-install $url channel=$CHANNEL -> $DISK"
 wget -q -O /tmp/image.bin.bz2 "$url"
-bunzip2 -c /tmp/image.bin.bz2 | dd of="$DISK" bs=65536 conv=fsync 2>/dev/null
+bunzip2 -c /tmp/image.bin.bz2 >/tmp/image.bin
+rm /tmp/image.bin.bz2
+image=$(wc -c </tmp/image.bin)
+if [ "$image" -gt @OFFSET@ ]; then
+  echo "flatcar-install: the image ($image bytes) reaches the config at @OFFSET@" >&2
+  exit 1
+fi
+dd if=/tmp/image.bin of="$DISK" bs=65536 conv=fsync 2>/dev/null
+rm /tmp/image.bin
 size=$(wc -c <"$CONFIG")
 { echo "@HEADER@ $KIND $size"; cat "$CONFIG"; } \\
   | dd of="$DISK" bs=1048576 seek=@OFFSET_MIB@ conv=fsync 2>/dev/null
@@ -138,7 +192,14 @@ def _substitute(text: str) -> str:
         text.replace("@MARK@", MARK)
         .replace("@HEADER@", CONFIG_HEADER.decode())
         .replace("@OFFSET_MIB@", str(CONFIG_OFFSET >> 20))
+        .replace("@OFFSET@", str(CONFIG_OFFSET))
+        .replace("@INSTALLED@", INSTALLED_MARK)
     )
+
+
+def installer_script() -> str:
+    """The stand-in ``flatcar-install``, as the live system carries it."""
+    return _substitute(FLATCAR_INSTALL)
 
 
 class Cpio:
@@ -199,8 +260,8 @@ def _add_program(cpio: Cpio, program: Path, made: set[str]) -> None:
         cpio.file("/".join(parts), library.read_bytes(), 0o755)
 
 
-def build_initramfs(kernel: Kernel, resolve: Iterable[str] = ()) -> bytes:
-    """The gzipped initramfs; ``resolve`` are names (besides its own) each machine looks up."""
+def _base(kernel: Kernel) -> tuple[Cpio, Mapping[str, bytes]]:
+    """What both systems carry: busybox, the virtio modules, udhcpc's hook; and the modules."""
     if not BUSYBOX.is_file():
         raise FileNotFoundError(f"{BUSYBOX} is missing (Debian package busybox-static)")
     modules: Mapping[str, bytes] = kernel.modules()
@@ -211,17 +272,37 @@ def build_initramfs(kernel: Kernel, resolve: Iterable[str] = ()) -> bytes:
         cpio.directory(directory)
     cpio.char_device("dev/console", 5, 1)
     cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    cpio.file("etc/udhcpc/default.script", UDHCPC_SCRIPT.encode(), 0o755)
+    cpio.file("etc/lab/modules", "".join(f"{name}\n" for name in modules).encode())
+    return cpio, modules
+
+
+def _finish(cpio: Cpio, modules: Mapping[str, bytes]) -> bytes:
+    for name, data in modules.items():
+        cpio.file(f"lib/modules/{name}", data)
+    return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
+
+
+def build_initramfs(kernel: Kernel, resolve: Iterable[str] = ()) -> bytes:
+    """The live system's gzipped initramfs; ``resolve`` are names (besides its own) each
+    machine looks up."""
+    cpio, modules = _base(kernel)
     if not OPENSSL.is_file():
         raise FileNotFoundError(f"{OPENSSL} is missing (Debian package openssl)")
     _add_program(cpio, OPENSSL, {"bin", "dev", "etc", "lib", "lib/modules"})
     cpio.file("init", _substitute(INIT).encode(), 0o755)
-    cpio.file("bin/flatcar-install", _substitute(FLATCAR_INSTALL).encode(), 0o755)
-    cpio.file("etc/udhcpc/default.script", UDHCPC_SCRIPT.encode(), 0o755)
-    cpio.file("etc/lab/modules", "".join(f"{name}\n" for name in modules).encode())
+    cpio.file("bin/flatcar-install", installer_script().encode(), 0o755)
     cpio.file("etc/lab/resolve", "".join(f"{name}\n" for name in resolve).encode())
-    for name, data in modules.items():
-        cpio.file(f"lib/modules/{name}", data)
-    return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
+    return _finish(cpio, modules)
+
+
+def build_installed_initramfs(kernel: Kernel, version: str) -> bytes:
+    """The installed system's gzipped initramfs (it goes into the install image): release
+    ``version``, which reports itself and powers off."""
+    cpio, modules = _base(kernel)
+    cpio.file("init", _substitute(INSTALLED_INIT).encode(), 0o755)
+    cpio.file("etc/lab/version", f"{version}\n".encode())
+    return _finish(cpio, modules)
 
 
 def write_disk(path: Path, size: int = DISK_SIZE) -> Path:
@@ -229,6 +310,14 @@ def write_disk(path: Path, size: int = DISK_SIZE) -> Path:
     with path.open("wb") as disk:
         disk.truncate(size)
     return path
+
+
+def write_config(disk: Path, kind: str, config: bytes) -> None:
+    """Write ``config`` to ``disk`` as the stand-in flatcar-install does (for tests that start
+    from an installed disk)."""
+    with disk.open("r+b") as handle:
+        handle.seek(CONFIG_OFFSET)
+        handle.write(b"%s %s %d\n" % (CONFIG_HEADER, kind.encode(), len(config)) + config)
 
 
 def read_config(disk: Path) -> tuple[str, bytes] | None:

@@ -133,22 +133,51 @@ def choose_accel(ns: Namespace, workdir: Path) -> str:
 
 @dataclass(frozen=True)
 class MachineSpec:
+    """A lab machine. ``reboots``: the machine stays up across a reboot, and its boot order is
+    the NIC, then its disk, as a server set to boot from the network first: an installed
+    machine network-boots again, and bootstrapperd sends it to its disk. Without it a reboot
+    ends QEMU (``-no-reboot``) and the disk is not in the boot order: one install, then off."""
+
     name: str
     mac: str
     firmware: str = "bios"  # bios | uefi
+    reboots: bool = False
+
+
+# The VM's end of an emulated BMC (ipmi_sim, see lab.py): QEMU connects to ipmi_sim's "serial"
+# port on the loopback of the machine's namespace; ipmi_sim then sees the guest's KCS interface.
+IPMI_DEVICES = (
+    "-chardev", "socket,id=ipmi0,host=127.0.0.1,port={port},reconnect=1",
+    "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+    "-device", "isa-ipmi-kcs,bmc=bmc0",
+)  # fmt: skip
 
 
 def qemu_argv(
-    spec: MachineSpec, tap: str, disk: Path, serial: Path, accel: str, uefi_vars: Path | None
+    spec: MachineSpec,
+    tap: str,
+    disk: Path,
+    serial: Path,
+    accel: str,
+    uefi_vars: Path | None,
+    bmc_port: int | None = None,
 ) -> list[str]:
+    """QEMU's command line for ``spec``. The console is appended to ``serial``, so that it
+    holds every boot of the machine. ``bmc_port``: the machine has an IPMI BMC (ipmi_sim's VM
+    port), which starts it with ``-daemonize``: no ``-nographic`` then."""
     nic = f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=0"
+    blk = "virtio-blk-pci,drive=d0" + (",bootindex=1" if spec.reboots else "")
     argv = [
         *(QEMU, "-name", spec.name, "-accel", accel, "-m", str(MEMORY_MIB), "-smp", "1"),
-        *("-nographic", "-no-reboot", "-monitor", "none", "-display", "none"),
+        *(() if bmc_port is not None else ("-nographic",)),
+        *(() if spec.reboots else ("-no-reboot",)),
+        *("-monitor", "none", "-display", "none"),
         *("-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"),
-        *("-drive", f"file={disk},format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0"),
-        *("-serial", f"file:{serial}"),
+        *("-drive", f"file={disk},format=raw,if=none,id=d0", "-device", blk),
+        *("-chardev", f"file,id=console0,path={serial},append=on", "-serial", "chardev:console0"),
     ]
+    if bmc_port is not None:
+        argv += [arg.format(port=bmc_port) for arg in IPMI_DEVICES]
     if spec.firmware == "uefi":
         firmware = ovmf()
         if firmware is None or uefi_vars is None:
@@ -157,6 +186,6 @@ def qemu_argv(
         argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}"]
         argv += ["-drive", f"if=pflash,format=raw,file={uefi_vars}"]
         nic += ",romfile="  # OVMF's own PXE client: DHCP, then ipxe.efi over TFTP
-    else:
-        argv += ["-boot", "n"]
+    elif not spec.reboots:
+        argv += ["-boot", "n"]  # a machine that reboots: the bootindex order, NIC then disk
     return [*argv, "-device", nic]

@@ -1,7 +1,12 @@
 """A local release mirror for the lab: the OS vendor's layout (``<channel>/amd64-usr/<version>/``
 with detached OpenPGP signatures and ``current``) and dl.k8s.io's (``<version>/bin/linux/amd64/``
 with ``.sha256`` files), written to a directory that ``bootstrapperd-pack`` reads through
-``file://`` URLs, signed by a key made for the lab (gpg, ed25519)."""
+``file://`` URLs, signed by a key made for the lab (gpg, ed25519).
+
+The release's install image (``flatcar_production_image.bin.bz2``) is a BIOS-bootable disk
+(disk.py): syslinux boots the lab's kernel with the installed system's initramfs (initramfs.py),
+so a machine the stand-in ``flatcar-install`` installed boots from its disk into the release it
+got, and reports itself."""
 
 from __future__ import annotations
 
@@ -14,8 +19,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .disk import DiskError, bootable_disk
+from .initramfs import CONFIG_OFFSET, build_installed_initramfs
+from .kernel import Kernel, ensure_kernel
+
 BOARD = "amd64-usr"
-IMAGE_HEADER = b"BOOTSTRAPPERD-LAB-IMAGE"
+# The installed system's boot: the kernel's console on the serial port (the lab's console log),
+# and a machine that stops, instead of hanging, if the kernel cannot go on.
+SYSLINUX_CFG = """\
+# bootstrapperd lab: the stand-in OS {version}, installed (bootstrapperd/lab/vm/release.py)
+SERIAL 0 115200
+DEFAULT installed
+PROMPT 0
+TIMEOUT 0
+LABEL installed
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND console=ttyS0,115200n8 panic=-1
+"""
 
 
 @dataclass(frozen=True)
@@ -87,19 +108,22 @@ def version_txt(os_name: str, version: str) -> bytes:
     return f"{prefix}_BUILD=1\n{prefix}_VERSION={version}\n{prefix}_VERSION_ID={version}\n".encode()
 
 
-def disk_image(version: str, size: int = 1 << 20) -> bytes:
-    """The stand-in install image: a header naming the version, then bytes derived from it."""
-    header = IMAGE_HEADER + b" " + version.encode() + b"\n"
-    block = b""
-    counter = 0
-    chunks = [header]
-    total = len(header)
-    while total < size:
-        block = hashlib.sha256(block + version.encode() + counter.to_bytes(8, "big")).digest()
-        chunks.append(block)
-        total += len(block)
-        counter += 1
-    return b"".join(chunks)[:size]
+def disk_image(version: str, kernel: Kernel | None = None) -> bytes:
+    """The stand-in install image: a disk that boots ``kernel`` (the lab's, by default) into
+    the installed system of release ``version``. It must end before :data:`CONFIG_OFFSET`,
+    where the stand-in ``flatcar-install`` puts the machine's config."""
+    kernel = kernel or ensure_kernel()
+    files = {
+        "vmlinuz": kernel.vmlinuz.read_bytes(),
+        "initrd.img": build_installed_initramfs(kernel, version),
+    }
+    image = bootable_disk(files, SYSLINUX_CFG.format(version=version))
+    if len(image) > CONFIG_OFFSET:
+        raise DiskError(
+            f"the install image ({len(image)} bytes) reaches CONFIG_OFFSET ({CONFIG_OFFSET}), "
+            "where the machine's config goes: raise CONFIG_OFFSET in lab/vm/initramfs.py"
+        )
+    return image
 
 
 @dataclass(frozen=True)
