@@ -20,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # (the image's venv) and systemd (systemd-analyze verify on the units). For the machines'
 # life after install: openipmi (ipmi_sim, a real BMC for a QEMU VM), and syslinux,
 # syslinux-common, mtools, dosfstools and fdisk (the lab's bootable install image, made
-# without root or mounts).
+# without root or mounts); ignition (the real Ignition applies the served configs).
 APT_PACKAGES=(
   iproute2 curl procps util-linux
   isc-dhcp-client busybox-static bind9-dnsutils tftp-hpa atftp shellcheck
@@ -28,7 +28,7 @@ APT_PACKAGES=(
   openssl chromium nginx-light
   gpg gpgv ipxe docker-registry docker.io
   qemu-system-x86 ipxe-qemu ovmf cpio ndisc6 python3-venv systemd
-  openipmi syslinux syslinux-common mtools dosfstools fdisk
+  openipmi syslinux syslinux-common mtools dosfstools fdisk ignition
 )
 
 missing=()

@@ -26,3 +26,11 @@ def ignition_files(config: dict[str, Any]) -> dict[str, str]:
     for entry in config.get("storage", {}).get("files", []):
         files[entry["path"]] = data_url(entry["contents"]["source"])
     return files
+
+
+def ignition_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config and every config it merges (data URLs), in the order Ignition applies them."""
+    found = []
+    for merged in config.get("ignition", {}).get("config", {}).get("merge", []):
+        found += ignition_configs(json.loads(data_url(merged["source"])))
+    return [*found, config]
