@@ -16,8 +16,6 @@ here, HTTP Basic users from an htpasswd-style file (bcrypt).
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -36,6 +34,7 @@ from typing import Any
 from bootstrapperd.lab.netlab import Namespace, NetLab
 from bootstrapperd.lab.vm.lab import BMC_EMU, BMC_LAN_CONF
 from bootstrapperd.lab.vm.lab import CHASSIS as BMC_CHASSIS
+from tests.registry_lab import make_tls
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_ADDRESS = "10.98.0.1"
@@ -168,55 +167,6 @@ class RedfishLab:
     system: str
 
 
-def _certificates(workdir: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "power test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = workdir / "ca.pem", workdir / "bmc.pem", workdir / "bmc-key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,7 +179,8 @@ def redfish_lab(workdir: Path) -> Iterator[RedfishLab]:
     import bcrypt
 
     workdir.mkdir(parents=True, exist_ok=True)
-    ca, cert, key = _certificates(workdir)
+    tls = make_tls(workdir / "tls", "localhost")  # its certificate also names 127.0.0.1
+    ca, cert, key = tls.ca, tls.cert, tls.key
     users = workdir / "htpasswd"
     digest = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     users.write_text(f"{USER}:{digest}\n")
