@@ -2,7 +2,7 @@
 
 Every bad input is one line and an exit code, never a traceback: a bad flag or
 ``BOOTSTRAPPERD_*`` variable (each variable goes through its flag's own validator, see
-:class:`Setting`) or a path that is no bsroot is exit 2; a cluster description that is invalid
+:class:`opt.Setting`) or a path that is no bsroot is exit 2; a cluster description that is invalid
 or cannot be read, a bsroot with nothing to boot, or a daemon that cannot start is exit 1; a bug
 is exit 70 with the one line to report.
 """
@@ -13,23 +13,20 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, routes
+from . import options as opt
 from .bsroot.layout import Bsroot
 from .bsroot.manifest import Manifest, ManifestError
 from .bsroot.manifest import verify as verify_manifest
 from .bsroot.pki import ClusterPKI, PKIError
 from .daemon import StartupError, resolve_listen, run
 from .model import ClusterModel, ConfigError, load_cluster_file
-from .model.fields import canonical_mac
 from .model.holder import ModelHolder
 from .model.summary import render_summary
 from .operator import AdminChannel, AdminError, format_table
@@ -59,164 +56,6 @@ report it)."""
 # "BOOTSTRAPPERD_X=MESSAGE" both read as a sentence.
 
 
-def _ipv4(text: str) -> IPv4Address:
-    try:
-        return IPv4Address(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
-
-
-def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
-
-
-def _interface(text: str) -> str:
-    """A name Linux accepts for an interface (``dev_valid_name``); whether this machine has it
-    is for ``serve`` to find out (exit 1, "cannot start")."""
-    if (
-        not 1 <= len(text) <= 15
-        or text in (".", "..")
-        or any(c in "/:" or c.isspace() or not c.isprintable() for c in text)
-    ):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an interface name (1-15 characters, no '/', ':' or spaces)"
-        )
-    return text
-
-
-def _path(text: str) -> Path:
-    if not text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a path")
-    return Path(text)
-
-
-def _directory(text: str) -> Path:
-    """A directory that may not exist yet, but is nothing else when it does."""
-    path = _path(text)
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
-    return path
-
-
-def _mac(text: str) -> str:
-    mac = canonical_mac(text)
-    if mac is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address")
-    return mac
-
-
-def _base_url(text: str) -> str:
-    scheme, sep, rest = text.partition("://")
-    host = rest.split("/", 1)[0]
-    if scheme not in ("http", "https") or not sep or not host or not text.isprintable():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a base URL (http://HOST[:PORT] or https://…)"
-        )
-    if any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a base URL: it holds a space")
-    return text.rstrip("/")
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a boolean ({', '.join(_TRUE)}; {', '.join(_FALSE)})"
-    )
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    """A validator for one of ``choices`` (argparse's ``choices=`` is not applied to a default,
-    so a variable would escape it)."""
-
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-def _metavar(*choices: str) -> str:
-    return "{" + ",".join(choices) + "}"
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-VERIFY_MODES = ("full", "quick", "off")
-ACCELS = ("kvm", "tcg")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """An option that ``BOOTSTRAPPERD_<variable>`` may set instead of its flag, through the
-    flag's own validator. The flag wins; an unset or empty variable means ``default`` (an
-    environment file's template line, ``BOOTSTRAPPERD_INTERFACE=``, is no setting). ``dest``
-    None: a variable without a flag, read elsewhere (the demo lab's), validated here."""
-
-    dest: str | None
-    variable: str
-    parse: Callable[[str], object]
-    default: object = None
-
-    @property
-    def name(self) -> str:
-        return f"BOOTSTRAPPERD_{self.variable}"
-
-    def apply(self, args: argparse.Namespace) -> None:
-        """Fill ``args.<dest>`` from the variable when the flag was not given. Raises
-        ArgumentTypeError naming the variable and its value."""
-        if self.dest is not None and getattr(args, self.dest) is not None:
-            return
-        text = os.environ.get(self.name, "")
-        value = self.default
-        if text:
-            try:
-                value = self.parse(text)
-            except argparse.ArgumentTypeError as exc:
-                raise argparse.ArgumentTypeError(f"{self.name}={exc}") from None
-        if self.dest is not None:
-            setattr(args, self.dest, value)
-
-
-def _option(
-    parser: argparse.ArgumentParser,
-    settings: list[Setting],
-    flag: str,
-    variable: str,
-    parse: Callable[[str], object],
-    help: str,
-    default: object = None,
-    **kwargs: object,
-) -> None:
-    """``flag`` and ``BOOTSTRAPPERD_<variable>``, both through ``parse``."""
-    action = parser.add_argument(
-        flag,
-        type=parse,
-        default=None,
-        help=f"{help}; env BOOTSTRAPPERD_{variable}",
-        **kwargs,  # type: ignore[arg-type]
-    )
-    settings.append(Setting(action.dest, variable, parse, default))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bootstrapperd",
@@ -228,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(
         name: str, help: str, description: str | None = None
-    ) -> tuple[argparse.ArgumentParser, list[Setting]]:
+    ) -> tuple[argparse.ArgumentParser, list[opt.Setting]]:
         """A subcommand, and the list its variable-backed options go in."""
-        settings: list[Setting] = []
+        settings: list[opt.Setting] = []
         found = sub.add_parser(
             name,
             help=help,
@@ -241,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         return found, settings
 
     check, _ = command("check", help="validate a cluster description and summarise it")
-    check.add_argument("file", type=_path, help="cluster-desc.yml")
+    check.add_argument("file", type=opt.path, help="cluster-desc.yml")
     check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
     serve, settings = command(
@@ -253,63 +92,63 @@ def build_parser() -> argparse.ArgumentParser:
         "Before it binds anything, serve checks that bsroot holds what a machine boots (the "
         "iPXE binaries, the OS kernel and initrd) and refuses to start when it does not.",
     )
-    _option(serve, settings, "--bsroot", "BSROOT", _path, "the bsroot directory, required")
-    _option(
+    opt.option(serve, settings, "--bsroot", "BSROOT", opt.path, "the bsroot directory, required")
+    opt.option(
         serve,
         settings,
         "--interface",
         "INTERFACE",
-        _interface,
+        opt.interface,
         "serve on this interface (default: the one holding the bootstrapper address)",
     )
-    _option(
+    opt.option(
         serve,
         settings,
         "--address",
         "ADDRESS",
-        _ipv4,
+        opt.ipv4,
         "IPv4 address to bind (default: the bootstrapper address)",
     )
-    _option(
+    opt.option(
         serve,
         settings,
         "--http-port",
         "HTTP_PORT",
-        _port,
+        opt.port,
         "HTTP port (default: http_port from the model, else 80)",
     )
-    _option(
+    opt.option(
         serve,
         settings,
         "--grace-period",
         "GRACE_PERIOD",
-        _seconds,
+        opt.seconds,
         "seconds to let transfers finish on shutdown (default 3)",
         default=3.0,
     )
-    _option(
+    opt.option(
         serve,
         settings,
         "--verify-bsroot",
         "VERIFY_BSROOT",
-        _choice(*VERIFY_MODES),
+        opt.choice(*opt.VERIFY_MODES),
         "check bsroot against manifest.json at start: full (sha256 of every file, the "
         "default), quick (presence and size) or off",
         default="full",
-        metavar=_metavar(*VERIFY_MODES),
+        metavar=opt.metavar(*opt.VERIFY_MODES),
     )
-    _option(
+    opt.option(
         serve,
         settings,
         "--serve-without-boot-files",
         "SERVE_WITHOUT_BOOT_FILES",
-        _boolean,
+        opt.boolean,
         "start even when bsroot lacks the iPXE binaries or the OS kernel and initrd (a "
         "warning instead of exit 1: DHCP, DNS and the API serve, no machine can install); "
         "the variable takes 1/true/yes/on or 0/false/no/off",
         default=False,
         nargs=0,
-        action=_Flag,
+        action=opt.Flag,
     )
     _add_log_options(serve, settings)
 
@@ -320,19 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
         "BSROOT's cluster description, templates and certificates (creating the certificates "
         "when missing, as the server does).",
     )
-    render.add_argument("--mac", required=True, type=_mac, help="the machine's MAC, any spelling")
+    render.add_argument(
+        "--mac", required=True, type=opt.mac, help="the machine's MAC, any spelling"
+    )
     kinds = tuple(k.value for k in Kind)
     render.add_argument(
         "--kind",
         required=True,
-        type=_choice(*kinds),
-        metavar=_metavar(*kinds),
+        type=opt.choice(*kinds),
+        metavar=opt.metavar(*kinds),
         help="what to render",
     )
-    _option(render, settings, "--bsroot", "BSROOT", _path, "the bsroot, required")
+    opt.option(render, settings, "--bsroot", "BSROOT", opt.path, "the bsroot, required")
     render.add_argument(
         "--server",
-        type=_base_url,
+        type=opt.base_url,
         default=None,
         help="base URL the machine reaches the server by (default: http://<bootstrapper>"
         "[:http_port] from the model)",
@@ -345,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         "description, the bootstrapper address on an interface, and ports 67 (DHCP), 69 (TFTP), "
         "53 (DNS) and the HTTP port free. Exit 0 when serve can start, 1 with the reasons.",
     )
-    preflight.add_argument("--bsroot", type=_path, required=True, help="the bsroot directory")
+    preflight.add_argument("--bsroot", type=opt.path, required=True, help="the bsroot directory")
     preflight.add_argument(
-        "--interface", type=_interface, help="serve on this interface (as serve's --interface)"
+        "--interface", type=opt.interface, help="serve on this interface (as serve's --interface)"
     )
-    preflight.add_argument("--address", type=_ipv4, help="bind this address (as serve's --address)")
-    preflight.add_argument("--http-port", type=_port, help="HTTP port (as serve's --http-port)")
+    preflight.add_argument(
+        "--address", type=opt.ipv4, help="bind this address (as serve's --address)"
+    )
+    preflight.add_argument("--http-port", type=opt.port, help="HTTP port (as serve's --http-port)")
 
     admin_help = (
         "the bsroot the daemon serves: its admin channel is BSROOT/state/admin.sock (mode 0600: "
@@ -359,15 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     machines, settings = command(
         "machines", help="the fleet: every machine with its state, address and last event"
     )
-    _option(machines, settings, "--bsroot", "BSROOT", _path, admin_help)
+    opt.option(machines, settings, "--bsroot", "BSROOT", opt.path, admin_help)
     machines.add_argument("--json", action="store_true", help="the daemon's JSON, as it is")
     for name, what in (
         ("reinstall", "install MAC again at its next network boot (installed or failed → ready)"),
         ("approve", "let a discovered MAC install (dhcp.unknown_machines: approve)"),
     ):
         change, settings = command(name, help=what)
-        _option(change, settings, "--bsroot", "BSROOT", _path, admin_help)
-        change.add_argument("macs", metavar="MAC", nargs="+", type=_mac, help="any spelling")
+        opt.option(change, settings, "--bsroot", "BSROOT", opt.path, admin_help)
+        change.add_argument("macs", metavar="MAC", nargs="+", type=opt.mac, help="any spelling")
         if name == "reinstall":
             change.add_argument(
                 "--power-cycle",
@@ -383,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stagger seconds; one line per machine as it happens, in its timeline too. Exit 1 "
         "when any machine failed.",
     )
-    _option(power, settings, "--bsroot", "BSROOT", _path, admin_help)
+    opt.option(power, settings, "--bsroot", "BSROOT", opt.path, admin_help)
     power.add_argument(
         "words", metavar="MAC... ACTION", nargs="+", help="the machines, then the action"
     )
@@ -391,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every machine of the description with a bmc"
     )
     power.add_argument(
-        "--stagger", type=_seconds, default=2.0, help="seconds between power-ons (default 2)"
+        "--stagger", type=opt.seconds, default=2.0, help="seconds between power-ons (default 2)"
     )
     power.add_argument(
         "--concurrency",
-        type=_concurrency,
+        type=opt.concurrency,
         default=8,
         help="machines handled at once (1-64, default 8)",
     )
@@ -408,50 +251,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--example",
-        type=_path,
+        type=opt.path,
         default=None,
         help="cluster description to use (default: the bundled example)",
     )
     _add_log_options(demo, settings)
     # The lab's own variables, read by bootstrapperd.lab.vm: checked here, before the lab.
-    settings.append(Setting(None, "LAB_ACCEL", _choice(*ACCELS)))
-    settings.append(Setting(None, "LAB_CACHE", _directory))
+    settings.append(opt.Setting(None, "LAB_ACCEL", opt.choice(*opt.ACCELS)))
+    settings.append(opt.Setting(None, "LAB_CACHE", opt.directory))
     return parser
 
 
-class _Flag(argparse.Action):
-    """A switch (no value) that leaves None when absent, so that its variable may set it."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, True)
-
-
-def _add_log_options(parser: argparse.ArgumentParser, settings: list[Setting]) -> None:
-    _option(
+def _add_log_options(parser: argparse.ArgumentParser, settings: list[opt.Setting]) -> None:
+    opt.option(
         parser,
         settings,
         "--log-format",
         "LOG_FORMAT",
-        _choice(*logs.LOG_FORMATS),
+        opt.choice(*logs.LOG_FORMATS),
         "text or json lines (default text)",
         default="text",
-        metavar=_metavar(*logs.LOG_FORMATS),
+        metavar=opt.metavar(*logs.LOG_FORMATS),
     )
-    _option(
+    opt.option(
         parser,
         settings,
         "--log-level",
         "LOG_LEVEL",
-        _choice(*LOG_LEVELS),
+        opt.choice(*opt.LOG_LEVELS),
         "the least severe level logged (default info)",
         default="info",
-        metavar=_metavar(*LOG_LEVELS),
+        metavar=opt.metavar(*opt.LOG_LEVELS),
     )
 
 
@@ -690,12 +520,6 @@ def cmd_change(args: argparse.Namespace) -> int:
 POWER_ACTIONS = ("on", "off", "cycle", "status", "pxe-once")
 
 
-def _concurrency(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 64")
-    return int(text)
-
-
 def _power(
     channel: AdminChannel, action: str, macs: list[str], *, every: bool = False,
     stagger: float = 0.0, concurrency: int = 8
@@ -722,7 +546,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     macs = []
     for text in named:
         try:
-            macs.append(_mac(text))
+            macs.append(opt.mac(text))
         except argparse.ArgumentTypeError as exc:
             return _usage_error(args, str(exc))
     if bool(macs) == args.all:

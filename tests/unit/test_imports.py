@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "bootstrapperd.power",
     ),
     ("bootstrapperd.daemon",),
-    ("bootstrapperd.preflight", "bootstrapperd.operator"),
+    ("bootstrapperd.preflight", "bootstrapperd.operator", "bootstrapperd.options"),
     ("bootstrapperd.lab",),
     ("bootstrapperd.cli", "bootstrapperd.__main__"),
 )
