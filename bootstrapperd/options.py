@@ -190,3 +190,41 @@ def concurrency(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 64")
     return int(text)
+
+
+def url(text: str) -> str:
+    if not text.startswith(("http://", "https://", "file://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a URL: it starts with http://, https:// or file://"
+        )
+    return text
+
+
+def source(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a URL nor a file")
+    return text
+
+
+def fingerprint(text: str) -> str:
+    digits = text.replace(" ", "")
+    if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a key fingerprint (40 hex digits, spaces allowed)"
+        )
+    return text
+
+
+def count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: must be at least 1" if least else f"{text!r}: must be 0 or more"
+            )
+        return value
+
+    return parse

@@ -27,6 +27,7 @@ from typing import TextIO
 import aiohttp
 
 from .. import __version__
+from .. import options as opt
 from ..bsroot.layout import Bsroot, write_atomically
 from ..bsroot.manifest import Manifest, ManifestError, build, verify
 from ..bsroot.pki import ClusterPKI, PKIError
@@ -231,46 +232,6 @@ def _registry_mirror(text: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # Each validator's message starts with the value, after argparse's "argument --x: ".
-    def path(text: str) -> Path:
-        if not text:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a path")
-        return Path(text)
-
-    def url(text: str) -> str:
-        if not text.startswith(("http://", "https://", "file://")):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a URL: it starts with http://, https:// or file://"
-            )
-        return text
-
-    def source(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError(f"{text!r} is neither a URL nor a file")
-        return text
-
-    def fingerprint(text: str) -> str:
-        digits = text.replace(" ", "")
-        if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a key fingerprint (40 hex digits, spaces allowed)"
-            )
-        return text
-
-    def count(least: int) -> Callable[[str], int]:
-        def parse(text: str) -> int:
-            try:
-                value = int(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-            if value < least:
-                raise argparse.ArgumentTypeError(
-                    f"{text!r}: must be at least 1" if least else f"{text!r}: must be 0 or more"
-                )
-            return value
-
-        return parse
-
     parser = argparse.ArgumentParser(
         prog="bootstrapperd-pack",
         description="Assemble the offline bsroot directory for a cluster description.",
@@ -280,19 +241,23 @@ def _parser() -> argparse.ArgumentParser:
         "interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("file", type=path, nargs="?", help="cluster-desc.yml")
+    parser.add_argument("file", type=opt.path, nargs="?", help="cluster-desc.yml")
     parser.add_argument(
-        "-o", "--output", type=path, default=Path("bsroot"), help="bsroot to write (./bsroot)"
+        "-o", "--output", type=opt.path, default=Path("bsroot"), help="bsroot to write (./bsroot)"
     )
     parser.add_argument(
         "--verify",
-        type=path,
+        type=opt.path,
         metavar="BSROOT",
         help="check BSROOT against its manifest.json (every file's size and sha256) and exit",
     )
-    parser.add_argument("--mirror", type=url, help="OS release base URL replacing the public host")
-    parser.add_argument("--kubernetes-mirror", type=url, help="base URL of the Kubernetes binaries")
-    parser.add_argument("--ipxe-url", type=url, help="base URL of undionly.kpxe and ipxe.efi")
+    parser.add_argument(
+        "--mirror", type=opt.url, help="OS release base URL replacing the public host"
+    )
+    parser.add_argument(
+        "--kubernetes-mirror", type=opt.url, help="base URL of the Kubernetes binaries"
+    )
+    parser.add_argument("--ipxe-url", type=opt.url, help="base URL of undionly.kpxe and ipxe.efi")
     parser.add_argument(
         "--registry-mirror",
         type=_registry_mirror,
@@ -301,15 +266,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST=URL",
         help="pull images of registry HOST (as written in references) from URL; repeatable",
     )
-    parser.add_argument("--signing-key", type=source, help="OS image signing key: URL or file")
+    parser.add_argument("--signing-key", type=opt.source, help="OS image signing key: URL or file")
     parser.add_argument(
-        "--signing-key-fingerprint", type=fingerprint, help="the key's pinned fingerprint"
+        "--signing-key-fingerprint", type=opt.fingerprint, help="the key's pinned fingerprint"
     )
-    parser.add_argument("-j", "--jobs", type=count(1), default=4, help="parallel downloads (4)")
-    parser.add_argument("--retries", type=count(0), default=5, help="retries per download (5)")
+    parser.add_argument("-j", "--jobs", type=opt.count(1), default=4, help="parallel downloads (4)")
+    parser.add_argument("--retries", type=opt.count(0), default=5, help="retries per download (5)")
     parser.add_argument(
         "--cache",
-        type=path,
+        type=opt.path,
         help=f"where image layers are kept between runs (default {default_cache()})",
     )
     parser.add_argument("--no-images", action="store_true", help="skip the container images")
@@ -318,7 +283,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only validate, lay out and make the CA; fetch nothing, write no manifest",
     )
-    parser.add_argument("--tarball", type=path, help="also write the finished bsroot as a tar")
+    parser.add_argument("--tarball", type=opt.path, help="also write the finished bsroot as a tar")
     parser.add_argument(
         "--plain", action="store_true", help="plain progress lines even on a terminal"
     )

@@ -33,7 +33,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("protocols",),
     ("bootstrapperd.runtime", "bootstrapperd.routes", "bootstrapperd.oci.reference"),
     ("bootstrapperd.model",),
-    ("bootstrapperd.bsroot", "bootstrapperd.machines", "bootstrapperd.download"),
+    (
+        "bootstrapperd.bsroot",
+        "bootstrapperd.machines",
+        "bootstrapperd.download",
+        "bootstrapperd.options",
+    ),
     ("bootstrapperd.render", "bootstrapperd.oci"),
     (
         "bootstrapperd.dhcp",
@@ -46,7 +51,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "bootstrapperd.power",
     ),
     ("bootstrapperd.daemon",),
-    ("bootstrapperd.preflight", "bootstrapperd.operator", "bootstrapperd.options"),
+    ("bootstrapperd.preflight", "bootstrapperd.operator"),
     ("bootstrapperd.lab",),
     ("bootstrapperd.cli", "bootstrapperd.__main__"),
 )
